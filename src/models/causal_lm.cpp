@@ -1,0 +1,98 @@
+#include <deque>
+
+#include <torch/torch.h>
+
+#include "densessm/model.h"
+#include "modules/mamba_block.h"
+#include "modules/retention_block.h"
+
+namespace densessm {
+
+CausalLMImpl::CausalLMImpl(const ModelConfig& config) : config_(config) {
+  validate(config_);
+  embed_tokens_ = register_module("embed_tokens", torch::nn::Embedding(config_.vocab_size, config_.hidden_size));
+  auto layers = register_module("layers", torch::nn::ModuleList());  // parameters named layers.<i>.<name>
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    std::shared_ptr<Block> block;
+    if (config_.architecture == Architecture::kRetNet) {
+      block = std::make_shared<RetentionBlockImpl>(config_, i);
+    } else {
+      block = std::make_shared<MambaBlockImpl>(config_, i);
+    }
+    layers->push_back(block);
+    blocks_.push_back(block);
+  }
+  norm_ = register_module("norm", RMSNorm(config_.hidden_size, config_.rms_norm_eps));
+  if (!config_.tie_embeddings) {
+    lm_head_ = register_module(
+        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(config_.hidden_size, config_.vocab_size).bias(false)));
+  }
+  torch::NoGradGuard no_grad;
+  embed_tokens_->weight.normal_(0.0, config_.initializer_range);
+  if (lm_head_) lm_head_->weight.normal_(0.0, config_.initializer_range);
+}
+
+torch::Device CausalLMImpl::device() const { return embed_tokens_->weight.device(); }
+torch::ScalarType CausalLMImpl::dtype() const { return embed_tokens_->weight.scalar_type(); }
+
+int64_t CausalLMImpl::num_parameters() const {
+  int64_t total = 0;
+  for (const auto& p : parameters()) total += p.numel();
+  return total;
+}
+
+torch::Tensor CausalLMImpl::logits(const torch::Tensor& h) {
+  auto x = norm_(h);
+  return lm_head_ ? lm_head_(x) : torch::nn::functional::linear(x, embed_tokens_->weight);
+}
+
+torch::Tensor CausalLMImpl::forward(const torch::Tensor& tokens, DecodeState* state, const ForwardOptions& options) {
+  TORCH_CHECK(tokens.dim() == 2, "forward: tokens must be (batch, time), got ", tokens.sizes());
+  TORCH_CHECK(tokens.size(1) > 0, "forward: empty sequence");
+  TORCH_CHECK(tokens.scalar_type() == torch::kLong || tokens.scalar_type() == torch::kInt,
+              "forward: tokens must be int64 or int32, got ", tokens.scalar_type());
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  {
+    const int64_t low = tokens.min().item<int64_t>(), high = tokens.max().item<int64_t>();
+    TORCH_CHECK(low >= 0 && high < config_.vocab_size, "forward: token ids must be in [0, ", config_.vocab_size,
+                "), got values in [", low, ", ", high, "]");
+  }
+  if (state != nullptr) {
+    TORCH_CHECK(state->batch_size() == B && static_cast<int64_t>(state->layers.size()) == num_layers(),
+                "forward: the decode state holds ", state->batch_size(), " sequences and ", state->layers.size(),
+                " layers; the call has ", B, " sequences for a model of ", num_layers(), " layers");
+  }
+  const auto position = state ? state->position.to(device()) : torch::zeros({B}, torch::TensorOptions().dtype(torch::kLong).device(device()));
+
+  auto h = embed_tokens_(tokens.to(device(), torch::kLong));  // (B, T, D)
+  std::deque<DenseHidden> recent;  // the last m blocks' hidden states, most recent first
+  const auto m = static_cast<size_t>(config_.dense_block_layers);
+  for (int64_t i = 0; i < num_layers(); ++i) {
+    DenseHidden hidden;
+    std::vector<DenseHidden> previous(recent.begin(), recent.end());
+    h = blocks_[i]->forward(h, previous, hidden, state ? &state->layers[i] : nullptr, position, options);
+    if (options.on_hidden) options.on_hidden(i, hidden);
+    if (m > 0) {
+      recent.push_front(std::move(hidden));
+      if (recent.size() > m) recent.pop_back();
+    }
+  }
+  if (state != nullptr) state->position = position + T;
+  return logits(h);
+}
+
+torch::Tensor CausalLMImpl::step(const torch::Tensor& tokens, DecodeState& state) {
+  TORCH_CHECK(tokens.dim() == 1, "step: tokens must be (batch), got ", tokens.sizes());
+  ForwardOptions options;
+  options.form = SequenceForm::kRecurrent;
+  return forward(tokens.unsqueeze(1), &state, options).squeeze(1);
+}
+
+DecodeState CausalLMImpl::initial_state(int64_t batch) const {
+  DecodeState state;
+  state.position = torch::zeros({batch}, torch::TensorOptions().dtype(torch::kLong).device(device()));
+  for (const auto& block : blocks_) state.layers.push_back(block->initial_state(batch, device(), dtype()));
+  return state;
+}
+
+}  // namespace densessm

@@ -1,0 +1,21 @@
+#include "modules/dense.h"
+
+namespace densessm {
+
+SelectiveTransitionImpl::SelectiveTransitionImpl(int64_t in, int64_t bottleneck, int64_t out) {
+  fc1 = register_module("fc1", torch::nn::Linear(torch::nn::LinearOptions(in, bottleneck).bias(false)));
+  fc2 = register_module("fc2", torch::nn::Linear(torch::nn::LinearOptions(bottleneck, out).bias(false)));
+}
+
+torch::Tensor SelectiveTransitionImpl::forward(const torch::Tensor& x) {
+  return torch::silu(fc2(torch::silu(fc1(x))));
+}
+
+torch::Tensor hidden_fusion(const torch::Tensor& current, const torch::Tensor& gate,
+                            const std::vector<torch::Tensor>& previous, RMSNorm& norm) {
+  auto fused = current;
+  for (const torch::Tensor& hidden : previous) fused = fused + gate * hidden;
+  return norm(fused);
+}
+
+}  // namespace densessm

@@ -1,0 +1,115 @@
+#include "modules/retention_block.h"
+
+#include <cmath>
+
+namespace densessm {
+namespace {
+
+torch::nn::Linear linear(int64_t in, int64_t out) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+}
+
+torch::ScalarType accumulation_type(torch::ScalarType t) { return t == torch::kDouble ? torch::kDouble : torch::kFloat; }
+
+// (x0, x1) -> (-x1, x0) for each interleaved pair of the last dimension.
+torch::Tensor rotate_pairs(const torch::Tensor& x) {
+  auto pairs = x.unflatten(-1, {-1, 2});
+  return torch::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).flatten(-2);
+}
+
+}  // namespace
+
+RetentionBlockImpl::RetentionBlockImpl(const ModelConfig& c, int64_t index)
+    : index_(index),
+      heads_(c.retention.num_heads),
+      dk_(c.head_qk_dim()),
+      dv_(c.head_v_dim()),
+      chunk_size_(c.retention.chunk_size) {
+  const int64_t D = c.hidden_size, K = c.retention.query_key_dim, E = c.value_dim();
+  decays_ = retention_decays(heads_);
+  // angle_i = 10000^(-i / (dk/2 - 1)), i = 0 .. dk/2 - 1, each used by one pair of dimensions.
+  angles_ = torch::pow(10000.0, -torch::linspace(0, 1, dk_ / 2, torch::kDouble)).repeat_interleave(2);
+  input_layernorm = register_module("input_layernorm", RMSNorm(D, c.rms_norm_eps));
+  q_proj = register_module("q_proj", linear(D, K));
+  k_proj = register_module("k_proj", linear(D, K));
+  to_hidden = register_module("to_hidden", linear(D, 2 * E));
+  to_out = register_module("to_out", linear(E, D));
+  group_norm = register_module("group_norm", RMSNorm(dv_, c.rms_norm_eps));
+  if (c.dense()) {
+    // Every layer owns the dense parameters (as in the reference); layer 0 has nothing to fuse.
+    k_select = register_module("k_select", SelectiveTransition(D, c.dense_hidden_size(), K));
+    v_select = register_module("v_select", SelectiveTransition(D, c.dense_hidden_size(), E));
+    k_norm = register_module("k_norm", RMSNorm(K, c.rms_norm_eps));
+    v_norm = register_module("v_norm", RMSNorm(E, c.rms_norm_eps));
+  }
+  dropout = register_module("dropout", torch::nn::Dropout(c.dropout));
+  reset_parameters(c);
+}
+
+void RetentionBlockImpl::reset_parameters(const ModelConfig& c) {
+  torch::NoGradGuard no_grad;
+  const double small = std::pow(2.0, -2.5);
+  for (auto* layer : {&q_proj, &k_proj, &to_hidden}) torch::nn::init::xavier_uniform_((*layer)->weight, small);
+  torch::nn::init::xavier_uniform_(to_out->weight, std::pow(2.0, -1.0));
+  if (c.dense()) {
+    for (auto* select : {&k_select, &v_select}) {
+      torch::nn::init::xavier_uniform_((*select)->fc1->weight, small);
+      torch::nn::init::xavier_uniform_((*select)->fc2->weight, small);
+    }
+  }
+}
+
+torch::Tensor RetentionBlockImpl::split_heads(const torch::Tensor& x) const {
+  return x.unflatten(-1, {heads_, -1}).transpose(1, 2);
+}
+
+torch::Tensor RetentionBlockImpl::rotate(const torch::Tensor& x, const torch::Tensor& position) const {
+  const int64_t B = x.size(0), T = x.size(2);
+  auto pos = position.view({B, 1}) + torch::arange(T, position.options()).view({1, T});  // (B, T)
+  auto theta = pos.to(torch::kDouble).view({B, 1, T, 1}) * angles_.to(x.device()).view({1, 1, 1, dk_});
+  auto sin = theta.sin().to(x.scalar_type()), cos = theta.cos().to(x.scalar_type());  // (B, 1, T, dk)
+  return x * cos + rotate_pairs(x) * sin;
+}
+
+torch::Tensor RetentionBlockImpl::forward(const torch::Tensor& h, const std::vector<DenseHidden>& previous,
+                                          DenseHidden& hidden, LayerState* state, const torch::Tensor& position,
+                                          const ForwardOptions& options) {
+  const auto dtype = h.scalar_type();
+  const auto acc = accumulation_type(dtype);
+  auto x = input_layernorm(h);                                                  // (B, T, D)
+  auto q = torch::silu(q_proj(x));                                              // (B, T, K)
+  auto k = torch::silu(k_proj(x)) * (1.0 / std::sqrt(static_cast<double>(dk_)));  // (B, T, K)
+  auto value_gate = torch::silu(to_hidden(x)).chunk(2, -1);
+  auto v = value_gate[0], g = value_gate[1];                                    // (B, T, E) each
+  hidden = {k, v};
+  if (k_select && index_ > 0 && !previous.empty()) {
+    std::vector<torch::Tensor> keys, values;
+    for (const DenseHidden& p : previous) {
+      keys.push_back(p.at(0));
+      values.push_back(p.at(1));
+    }
+    k = hidden_fusion(k, k_select(x), keys, k_norm);
+    v = hidden_fusion(v, v_select(x), values, v_norm);
+  }
+  RetentionArgs args;
+  args.q = rotate(split_heads(q).to(acc), position);  // (B, H, T, dk)
+  args.k = rotate(split_heads(k).to(acc), position);  // (B, H, T, dk)
+  args.v = split_heads(v).to(acc);                    // (B, H, T, dv)
+  args.decays = decays_;
+  args.offset = position;
+  args.chunk_size = options.chunk_size > 0 ? options.chunk_size : chunk_size_;
+  const RetentionForm form = options.form == SequenceForm::kParallel    ? retention_parallel
+                             : options.form == SequenceForm::kChunkwise ? retention_chunkwise
+                                                                        : retention_recurrent;
+  auto o = form(args, state != nullptr ? &state->kv : nullptr);  // (B, H, T, dv)
+  o = group_norm(o).transpose(1, 2).flatten(2).to(dtype);        // (B, T, E)
+  return h + dropout(to_out(o * g));
+}
+
+LayerState RetentionBlockImpl::initial_state(int64_t batch, torch::Device device, torch::ScalarType dtype) const {
+  LayerState s;
+  s.kv = torch::zeros({batch, heads_, dk_, dv_}, torch::TensorOptions().device(device).dtype(accumulation_type(dtype)));
+  return s;
+}
+
+}  // namespace densessm

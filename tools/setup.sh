@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs every dependency of DenseSSM-cpp on a Debian 12 machine (run as root), pinned:
+#   - Debian packages: the card's libraries, GoogleTest, the build tools, ccache and a small English corpus;
+#   - LibTorch 2.11.0, taken from PyPI's torch wheel (a complete LibTorch: include/, lib/, share/cmake),
+#     plus the three CUDA libraries that wheel links against and the CUDA toolkit does not ship.
+# The LibTorch goes to $DENSESSM_DEPS (default /opt/densessm-deps); tools/build.sh finds it there.
+# Idempotent: a second run checks and skips what is already in place.
+set -euo pipefail
+
+DEPS=${DENSESSM_DEPS:-/opt/densessm-deps}
+TORCH_VERSION=2.11.0
+# The wheel's own pins for the CUDA libraries it needs beyond the toolkit in /usr/local/cuda.
+EXTRA_WHEELS=(nvidia-cusparselt-cu13==0.8.0 nvidia-nvshmem-cu13==3.4.5 nvidia-cufile==1.15.1.6)
+
+APT_PACKAGES=(
+  g++ cmake ninja-build pkg-config unzip python3-pip
+  libgtest-dev=1.12.1-0.2 libgmock-dev=1.12.1-0.2
+  libsentencepiece-dev=0.1.97-3+b1 nlohmann-json3-dev=3.11.2-2 libcli11-dev=2.1.2+ds-1
+  libspdlog-dev=1:1.10.0+ds-0.4 libfmt-dev=9.1.0+ds1-2 libzstd-dev=1.5.4+dfsg2-5
+  ccache=4.8+really4.7.5-1 bible-kjv-text=4.38
+)
+
+say() { printf '[setup] %s\n' "$*"; }
+
+missing=()
+for spec in "${APT_PACKAGES[@]}"; do
+  name=${spec%%=*}
+  want=${spec#*=}
+  have=$(dpkg-query -W -f='${Version}' "$name" 2>/dev/null || true)
+  if [[ -z "$have" || ( "$spec" == *=* && "$have" != "$want" ) ]]; then missing+=("$spec"); fi
+done
+if ((${#missing[@]})); then
+  say "apt: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  say "apt: all ${#APT_PACKAGES[@]} packages present"
+fi
+
+if ! command -v nvcc >/dev/null && [[ ! -x /usr/local/cuda/bin/nvcc ]]; then
+  say "note: no CUDA toolkit found (nvcc); the build will be CPU-only"
+fi
+
+stamp="$DEPS/.torch-$TORCH_VERSION"
+if [[ -f "$stamp" ]]; then
+  say "LibTorch $TORCH_VERSION present in $DEPS"
+else
+  say "LibTorch $TORCH_VERSION: downloading the torch wheel and its CUDA extras from PyPI (~1 GB)"
+  dl=$(mktemp -d)
+  trap 'rm -rf "$dl"' EXIT
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$dl" \
+    "torch==$TORCH_VERSION" "${EXTRA_WHEELS[@]}"
+  rm -rf "$DEPS.partial"
+  mkdir -p "$DEPS.partial"
+  for whl in "$dl"/*.whl; do
+    # Only the C++ parts: LibTorch's headers, libraries and CMake files, and the CUDA libraries.
+    unzip -q -o "$whl" 'torch/include/*' 'torch/lib/*' 'torch/share/*' 'nvidia/*' -d "$DEPS.partial" 2>/dev/null \
+      || [[ $? -eq 11 ]]  # 11: some patterns match nothing in this wheel
+  done
+  rm -rf "$DEPS"
+  mv "$DEPS.partial" "$DEPS"
+  touch "$stamp"
+  say "LibTorch installed in $DEPS/torch"
+fi
+say "done"
