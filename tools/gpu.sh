@@ -11,6 +11,8 @@ OUT=${OUT:-/tmp/densessm-out}
 mkdir -p "$OUT"
 # Never NVLink multicast on shared GPUs (see the device notes).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+# CTest runs 4 test processes at once: give each a share of the cores instead of all of them.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / 4 > 0 ? $(nproc) / 4 : 1 ))}
 
 DEPS=/tmp/densessm-debs
 if [[ ! -d "$DEPS/usr" ]]; then
@@ -36,9 +38,10 @@ if [[ $mode == test || $mode == all ]]; then
   "$BUILD_DIR/tests/densessm_tests" --gtest_brief=1 > "$OUT/gtest.log" 2>&1 || true
   grep -c '^\[  SKIPPED' "$OUT/gtest.log" | sed 's/^/gtest cases skipped on the GPU machine: /' || true
   tail -3 "$OUT/gtest.log"
-  [[ -z ${status:-} ]] || { echo "ctest failed ($status)"; tail -60 "$OUT/ctest.log"; exit "$status"; }
+  [[ -z ${status:-} ]] || { echo "ctest failed ($status)"; grep -B2 -A12 'Failure' "$OUT/ctest.log" | head -80; }
 fi
 if [[ $mode == sanitize || $mode == all ]]; then
+  [[ -x "$BUILD_DIR/tests/densessm_tests" ]] || { echo "gpu.sh: build first" >&2; exit 1; }
   for tool in memcheck racecheck; do
     compute-sanitizer --tool "$tool" --error-exitcode 3 "$BUILD_DIR/tests/densessm_tests" \
       --gtest_filter='MambaStepKernel.*' > "$OUT/sanitizer-$tool.log" 2>&1 && echo "compute-sanitizer $tool: clean" \
@@ -46,3 +49,4 @@ if [[ $mode == sanitize || $mode == all ]]; then
     grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.log" || true
   done
 fi
+exit "${status:-0}"
