@@ -18,7 +18,7 @@ DEPS=/tmp/densessm-debs
 if [[ ! -d "$DEPS/usr" ]]; then
   ls .debs/*.deb >/dev/null 2>&1 || { echo "gpu.sh: no .debs/ (run tools/fetch_debs.sh here and carry .debs)" >&2; exit 1; }
   for f in .debs/*.deb; do dpkg -x "$f" "$DEPS"; done
-  sed -i "s|^prefix=.*|prefix=$DEPS/usr|" "$DEPS/usr/lib/x86_64-linux-gnu/pkgconfig/sentencepiece.pc"
+  sed -i "s|^prefix=.*|prefix=$DEPS/usr|" "$DEPS"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc
 fi
 export PKG_CONFIG_PATH="$DEPS/usr/lib/x86_64-linux-gnu/pkgconfig"
 export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

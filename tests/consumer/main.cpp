@@ -1,5 +1,6 @@
 // Builds a model from a config, runs a forward pass and decodes a few tokens greedily through the
 // recurrent state, checking that decoding reproduces the forward pass.
+#include <filesystem>
 #include <iostream>
 
 #include <torch/torch.h>
@@ -27,6 +28,10 @@ int main(int argc, char** argv) {
     densessm::log::info("consumer: ", model->num_parameters(), " parameters, logits ", logits.sizes(),
                         ", decode vs forward max difference ", error);
     std::cout << "greedy next tokens: " << last.argmax(-1) << "\n";
+    // std::filesystem must be libstdc++'s, not the copy LibTorch's wheel exports (DenseSSM's link options).
+    const auto scratch = std::filesystem::temp_directory_path() / "densessm-consumer-scratch";
+    std::filesystem::create_directories(scratch / "nested");
+    std::filesystem::remove_all(scratch);
     return error < 1e-4 ? 0 : 1;
   } catch (const std::exception& e) {
     std::cerr << "consumer: " << e.what() << "\n";
