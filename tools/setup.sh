@@ -17,7 +17,7 @@ APT_PACKAGES=(
   libgtest-dev=1.12.1-0.2 libgmock-dev=1.12.1-0.2
   libsentencepiece-dev=0.1.97-3+b1 nlohmann-json3-dev=3.11.2-2 libcli11-dev=2.1.2+ds-1
   libspdlog-dev=1:1.10.0+ds-0.4 libfmt-dev=9.1.0+ds1-2 libzstd-dev=1.5.4+dfsg2-5
-  ccache=4.8+really4.7.5-1 bible-kjv-text=4.38
+  ccache=4.8+really4.7.5-1 bible-kjv-text=4.38 bible-kjv=4.38
 )
 
 say() { printf '[setup] %s\n' "$*"; }
