@@ -1,63 +1,13 @@
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
-
-#include <nlohmann/json.hpp>
 
 #include "densessm/train.h"
+#include "json_reader.h"
 
 namespace densessm {
-namespace {
-
-using nlohmann::json;
-
-// Reads one object's keys into fields, rejecting unknown keys and wrong types with "<source>: <key>: why".
-class Reader {
- public:
-  Reader(const json& object, std::string source, std::string prefix)
-      : object_(object), source_(std::move(source)), prefix_(std::move(prefix)) {
-    if (!object_.is_object()) fail(prefix_.empty() ? "<root>" : prefix_, "expected a JSON object");
-  }
-  [[noreturn]] void fail(const std::string& key, const std::string& reason) const {
-    throw ConfigError(source_ + ": " + key + ": " + reason);
-  }
-  std::string path(const std::string& key) const { return prefix_.empty() ? key : prefix_ + "." + key; }
-  const json* take(const std::string& key) {
-    auto it = object_.find(key);
-    if (it == object_.end()) return nullptr;
-    used_.push_back(key);
-    return &*it;
-  }
-  template <typename T>
-  void read(const std::string& key, T& out) {
-    const json* v = take(key);
-    if (!v) return;
-    if constexpr (std::is_same_v<T, std::string>) {
-      if (!v->is_string()) fail(path(key), "expected a string, got " + v->dump());
-    } else if constexpr (std::is_same_v<T, double>) {
-      if (!v->is_number()) fail(path(key), "expected a number, got " + v->dump());
-    } else {
-      if (!v->is_number_integer()) fail(path(key), "expected an integer, got " + v->dump());
-      if constexpr (std::is_unsigned_v<T>) {
-        if (v->get<int64_t>() < 0) fail(path(key), "must not be negative");
-      }
-    }
-    out = v->get<T>();
-  }
-  void finish() const {
-    for (auto it = object_.begin(); it != object_.end(); ++it) {
-      if (std::find(used_.begin(), used_.end(), it.key()) == used_.end()) fail(path(it.key()), "unknown key");
-    }
-  }
-
- private:
-  json object_;
-  std::string source_, prefix_;
-  std::vector<std::string> used_;
-};
-
-}  // namespace
+using json_config::json;
+using json_config::ObjectReader;
+using json_config::parse_json;
 
 int64_t RunConfig::total_steps() const {
   if (max_steps > 0) return max_steps;
@@ -66,14 +16,9 @@ int64_t RunConfig::total_steps() const {
 }
 
 RunConfig parse_run_config(const std::string& json_text, const std::string& source, const std::string& base_dir) {
-  json root;
-  try {
-    root = json::parse(json_text);
-  } catch (const json::parse_error& e) {
-    throw ConfigError(source + ": malformed JSON: " + e.what());
-  }
+  const json root = parse_json(json_text, source);
   RunConfig c;
-  Reader r(root, source, "");
+  ObjectReader r(root, source, "");
   const json* model = r.take("model");
   if (!model) r.fail("model", "is required: a model config file or an embedded model object");
   if (model->is_string()) {
@@ -87,9 +32,8 @@ RunConfig parse_run_config(const std::string& json_text, const std::string& sour
   } else {
     r.fail("model", "expected a file name or an object");
   }
-  for (const char* key : {"data", "output_dir"}) {
-    if (!root.contains(key)) r.fail(key, "is required");
-  }
+  r.require("data");
+  r.require("output_dir");
   r.read("data", c.data);
   r.read("output_dir", c.output_dir);
   for (std::string* p : {&c.data, &c.output_dir}) {
@@ -112,8 +56,8 @@ RunConfig parse_run_config(const std::string& json_text, const std::string& sour
   r.read("keep_checkpoints", c.keep_checkpoints);
   r.read("initial_loss_scale", c.initial_loss_scale);
   r.read("loss_scale_growth_interval", c.loss_scale_growth_interval);
-  if (const json* o = r.take("optimizer")) {
-    Reader ro(*o, source, "optimizer");
+  {
+    ObjectReader ro = r.child("optimizer");
     ro.read("lr", c.optimizer.lr);
     ro.read("beta1", c.optimizer.beta1);
     ro.read("beta2", c.optimizer.beta2);
@@ -122,8 +66,8 @@ RunConfig parse_run_config(const std::string& json_text, const std::string& sour
     ro.read("grad_clip", c.optimizer.grad_clip);
     ro.finish();
   }
-  if (const json* s = r.take("schedule")) {
-    Reader rs(*s, source, "schedule");
+  {
+    ObjectReader rs = r.child("schedule");
     rs.read("type", c.schedule.type);
     rs.read("warmup_ratio", c.schedule.warmup_ratio);
     rs.read("final_lr_ratio", c.schedule.final_lr_ratio);
@@ -165,11 +109,8 @@ RunConfig parse_run_config(const std::string& json_text, const std::string& sour
 }
 
 RunConfig load_run_config(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError(path + ": cannot open the run config");
-  std::stringstream text;
-  text << in.rdbuf();
-  return parse_run_config(text.str(), path, std::filesystem::path(path).parent_path().string());
+  return parse_run_config(json_config::read_config_file(path, "run config"), path,
+                          std::filesystem::path(path).parent_path().string());
 }
 
 std::string to_json(const RunConfig& c) {
