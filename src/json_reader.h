@@ -40,6 +40,11 @@ inline json parse_json(const std::string& text, const std::string& source) {
   }
 }
 
+/// A JSON file: ConfigError naming the file when it cannot be read or is malformed.
+inline json read_json_file(const std::string& path, const std::string& what) {
+  return parse_json(read_config_file(path, what), path);
+}
+
 class ObjectReader {
  public:
   ObjectReader(const json& object, std::string source, std::string path)

@@ -50,6 +50,8 @@ struct RunConfig {
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
 
+  /// Tokens of one optimizer step: batch_size x gradient_accumulation x block_size.
+  int64_t tokens_per_step() const { return batch_size * gradient_accumulation * block_size; }
   /// Optimizer steps of the whole run (max_steps, or max_tokens over the tokens of one step).
   int64_t total_steps() const;
 };

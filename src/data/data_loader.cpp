@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
-#include <fstream>
 #include <mutex>
 #include <numeric>
 #include <random>
@@ -13,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "densessm/token_shard.h"
+#include "json_reader.h"
 
 namespace densessm {
 
@@ -54,14 +54,8 @@ void DataLoader::Impl::open() {
                              std::to_string(o.world_size));
   }
   const std::string manifest_path = o.dataset_dir + "/dataset.json";
-  std::ifstream in(manifest_path);
-  if (!in) throw std::runtime_error(manifest_path + ": cannot open (run densessm-prepare-data first)");
-  nlohmann::json manifest;
-  try {
-    manifest = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(manifest_path + ": malformed: " + e.what());
-  }
+  const nlohmann::json manifest =
+      json_config::read_json_file(manifest_path, "dataset manifest (run densessm-prepare-data first)");
   const char* key = o.split == "train" ? "train_shards" : o.split == "validation" ? "validation_shards" : nullptr;
   if (!key) throw std::runtime_error("data loader: split must be train or validation, got '" + o.split + "'");
   if (!manifest.contains(key) || !manifest[key].is_array() || !manifest.contains("vocab_size")) {

@@ -11,8 +11,7 @@ using json_config::parse_json;
 
 int64_t RunConfig::total_steps() const {
   if (max_steps > 0) return max_steps;
-  const int64_t per_step = batch_size * gradient_accumulation * block_size;
-  return (max_tokens + per_step - 1) / per_step;
+  return (max_tokens + tokens_per_step() - 1) / tokens_per_step();
 }
 
 RunConfig parse_run_config(const std::string& json_text, const std::string& source, const std::string& base_dir) {

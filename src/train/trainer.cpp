@@ -15,6 +15,7 @@
 #include "densessm/log.h"
 #include "densessm/model.h"
 #include "densessm/train.h"
+#include "json_reader.h"
 #include "train/checkpoint.h"
 
 namespace densessm {
@@ -76,13 +77,14 @@ struct LossScaler {
   // Unscales the gradients; false (and a smaller scale) when any is not finite.
   bool unscale(const std::vector<torch::Tensor>& params) {
     if (!enabled) return true;
-    bool finite = true;
+    torch::Tensor finite;  // accumulated on the device: one host sync per step, not one per tensor
     for (const auto& p : params) {
       if (!p.grad().defined()) continue;
       p.grad().div_(scale);
-      finite = finite && torch::isfinite(p.grad()).all().item<bool>();
+      auto ok = torch::isfinite(p.grad()).all();
+      finite = finite.defined() ? finite.logical_and(ok) : ok;
     }
-    if (!finite) {
+    if (finite.defined() && !finite.item<bool>()) {
       scale /= 2;
       good_steps = 0;
       ++skipped_steps;
@@ -118,12 +120,6 @@ void restore_generator(torch::Device device, const torch::Tensor& state) {
   at::Generator generator = at::globalContext().defaultGenerator(device);
   std::lock_guard<std::mutex> lock(generator.mutex());
   generator.set_state(state);
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": missing from the checkpoint");
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 class Trainer {
@@ -170,7 +166,7 @@ class Trainer {
     if (!metrics_) throw std::runtime_error(c_.output_dir + "/metrics.jsonl: cannot open");
     log::info(c_.model.name.empty() ? "model" : c_.model.name, ": ", model_->num_parameters(), " parameters on ",
               c_.device, " (", c_.precision, "), ", total_steps_, " steps of ",
-              c_.batch_size * c_.gradient_accumulation * c_.block_size, " tokens",
+              c_.tokens_per_step(), " tokens",
               step_ > 0 ? ", resuming at step " + std::to_string(step_) : std::string());
     SignalGuard signals;
     const int64_t first = step_;
@@ -179,7 +175,7 @@ class Trainer {
     int64_t window_tokens = 0;
     while (step_ < total_steps_) {
       const auto [loss, grad_norm] = train_step();
-      window_tokens += c_.batch_size * c_.gradient_accumulation * c_.block_size;
+      window_tokens += c_.tokens_per_step();
       if (step_ % c_.log_every == 0 || step_ == total_steps_) {
         const auto now = Clock::now();
         const double elapsed = std::chrono::duration<double>(now - start).count();
@@ -263,7 +259,7 @@ class Trainer {
       optimizer_->step();
     }
     ++step_;
-    tokens_ += c_.batch_size * c_.gradient_accumulation * c_.block_size;
+    tokens_ += c_.tokens_per_step();
     return {loss_sum, grad_norm};
   }
 
@@ -312,7 +308,8 @@ class Trainer {
       return;
     }
     const std::string& dir = *latest;
-    const ModelConfig saved = parse_model_config(read_text(dir + "/model.json"), dir + "/model.json");
+    const ModelConfig saved = parse_model_config(json_config::read_config_file(dir + "/model.json", "checkpoint's model config"),
+                                                 dir + "/model.json");
     auto shape = [](ModelConfig m) {
       m.dropout = 0;
       m.name.clear();
@@ -335,9 +332,8 @@ class Trainer {
     } catch (const c10::Error& e) {
       throw std::runtime_error(dir + ": corrupt or truncated checkpoint: " + e.what_without_backtrace());
     }
-    nlohmann::json s;
+    const nlohmann::json s = json_config::read_json_file(dir + "/state.json", "checkpoint's state");
     try {
-      s = nlohmann::json::parse(read_text(dir + "/state.json"));
       step_ = s.at("step").get<int64_t>();
       tokens_ = s.at("tokens").get<int64_t>();
       scaler_.scale = s.at("loss_scale").get<double>();
