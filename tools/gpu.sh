@@ -4,6 +4,8 @@
 # (2.11, CUDA 13) for Hopper and runs the whole test suite there, then the kernel tests under
 # compute-sanitizer (memcheck and racecheck). Logs go to $OUT when set.
 #   tools/gpu.sh [build|test|sanitize|all]   (default all)
+# TARGETS (default all) limits what `build` builds; GTEST_FILTER limits the sanitizer runs
+# (default: every CUDA kernel test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
@@ -29,7 +31,7 @@ if [[ $mode == build || $mode == test || $mode == all ]]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDENSESSM_CUDA=ON -DTORCH_CUDA_ARCH_LIST=9.0a \
     -DCMAKE_PREFIX_PATH="$TORCH_CMAKE;$DEPS/usr" 2>&1 | tail -3
-  cmake --build "$BUILD_DIR" -j "$(nproc)" 2>&1 | tee "$OUT/build.log" | grep -E 'warning|error|FAILED' || true
+  cmake --build "$BUILD_DIR" -j "$(nproc)" --target ${TARGETS:-all} 2>&1 | tee "$OUT/build.log" | grep -E 'warning|error|FAILED' || true
   test -x "$BUILD_DIR/tests/densessm_tests"
 fi
 if [[ $mode == test || $mode == all ]]; then
@@ -44,7 +46,7 @@ if [[ $mode == sanitize || $mode == all ]]; then
   [[ -x "$BUILD_DIR/tests/densessm_tests" ]] || { echo "gpu.sh: build first" >&2; exit 1; }
   for tool in memcheck racecheck; do
     compute-sanitizer --tool "$tool" --error-exitcode 3 "$BUILD_DIR/tests/densessm_tests" \
-      --gtest_filter='MambaStepKernel.*' > "$OUT/sanitizer-$tool.log" 2>&1 && echo "compute-sanitizer $tool: clean" \
+      --gtest_filter="${GTEST_FILTER:-*Kernel*}" > "$OUT/sanitizer-$tool.log" 2>&1 && echo "compute-sanitizer $tool: clean" \
       || { echo "compute-sanitizer $tool: FAILED"; tail -30 "$OUT/sanitizer-$tool.log"; exit 3; }
     grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer-$tool.log" || true
   done
