@@ -24,9 +24,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   auto report = [](const densessm::PrepareStats& s) {
     const double mb = static_cast<double>(s.input_bytes) / 1e6;
+    char rate[64];  // one decimal: a loaded machine tokenizes well under 1 MB/s
+    std::snprintf(rate, sizeof(rate), "%.1f MB read, %.2f MB/s", mb, s.seconds > 0 ? mb / s.seconds : 0.0);
     densessm::log::info("documents ", s.documents, ", tokens ", s.train_tokens + s.validation_tokens, " (validation ",
-                        s.validation_tokens, "), ", static_cast<int64_t>(mb), " MB read, ",
-                        static_cast<int64_t>(s.seconds > 0 ? mb / s.seconds : 0.0), " MB/s");
+                        s.validation_tokens, "), ", rate);
   };
   try {
     const auto stats = densessm::prepare_data(o, report);
