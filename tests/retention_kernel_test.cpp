@@ -281,6 +281,7 @@ TEST_F(RetentionStepKernel, StepsReplayInACudaGraph) {
   // Static buffers the graph reads and writes.
   auto q = qs[0].clone(), k = ks[0].clone(), v = vs[0].clone(), position = start.clone();
   torch::Tensor state = torch::zeros_like(eager_state), out;
+  torch::cuda::synchronize();  // the inputs and eager results were made on the default stream
   const c10::cuda::CUDAStreamGuard guard(c10::cuda::getStreamFromPool());
   at::cuda::CUDAGraph graph;
   graph.capture_begin();
