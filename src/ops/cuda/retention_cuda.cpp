@@ -27,8 +27,15 @@ void check(cudaError_t status, const char* what) {
   TORCH_CHECK(status == cudaSuccess, what, " kernel failed: ", cudaGetErrorString(status));
 }
 
-const int64_t* offset_pointer(const torch::Tensor& offset) {
-  return offset.defined() ? offset.data_ptr<int64_t>() : nullptr;
+// torch::autograd::Function::apply takes defined tensors only: an absent initial state or offset
+// travels through it as an empty tensor, which the kernels see as a null pointer.
+torch::Tensor or_empty(const torch::Tensor& t, const torch::TensorOptions& options) {
+  return t.defined() ? t : torch::empty({0}, options);
+}
+
+template <typename T>
+T* pointer_or_null(const torch::Tensor& t) {
+  return t.defined() && t.numel() > 0 ? t.data_ptr<T>() : nullptr;
 }
 
 // The decays (H) float64 and offsets (B) int64 on the inputs' device (no copy when already there).
@@ -49,11 +56,11 @@ torch::Tensor float_state(const torch::Tensor* state, const RetentionArgs& a) {
 
 kernels::RetentionShape shape_of(const torch::Tensor& q, const torch::Tensor& v, const torch::Tensor& decays,
                                  const torch::Tensor& offset) {
-  return {q.size(0), q.size(1), q.size(2), q.size(3), v.size(3), decays.data_ptr<double>(), offset_pointer(offset),
+  return {q.size(0), q.size(1), q.size(2), q.size(3), v.size(3), decays.data_ptr<double>(), pointer_or_null<int64_t>(offset),
           kernel_dtype(q.scalar_type())};
 }
 
-// Inputs: q, k, v, the initial state (or undefined), decays, offset (or undefined).
+// Inputs: q, k, v, the initial state (or empty), decays, offset (or empty).
 // Outputs: o (B, H, T, dv) and the final state (B, H, dk, dv) float32.
 class ChunkRetention : public torch::autograd::Function<ChunkRetention> {
  public:
@@ -65,7 +72,7 @@ class ChunkRetention : public torch::autograd::Function<ChunkRetention> {
     auto final_state = torch::empty({shape.batch, shape.heads, shape.dk, shape.dv}, q.options().dtype(torch::kFloat));
     auto workspace = torch::empty({kernels::chunk_retention_workspace(shape)}, q.options());  // a state per chunk
     const kernels::RetentionForwardParams p{shape,          q.data_ptr(),     k.data_ptr(),
-                                            v.data_ptr(),   initial.defined() ? initial.data_ptr<float>() : nullptr,
+                                            v.data_ptr(),   pointer_or_null<float>(initial),
                                             o.data_ptr(),   final_state.data_ptr<float>(), workspace.data_ptr()};
     check(kernels::chunk_retention_forward(p, c10::cuda::getCurrentCUDAStream()), "chunk_retention_forward");
     ctx->save_for_backward({q, k, v, initial, decays, offset});
@@ -86,7 +93,7 @@ class ChunkRetention : public torch::autograd::Function<ChunkRetention> {
                                              q.data_ptr(),
                                              k.data_ptr(),
                                              v.data_ptr(),
-                                             initial.defined() ? initial.data_ptr<float>() : nullptr,
+                                             pointer_or_null<float>(initial),
                                              grad_o.data_ptr(),
                                              grad_final.data_ptr<float>(),
                                              grad_q.data_ptr(),
@@ -110,8 +117,10 @@ bool can_run_retention(const RetentionArgs& a) {
 
 torch::Tensor retention_chunkwise(const RetentionArgs& a, torch::Tensor* state) {
   const c10::cuda::CUDAGuard guard(a.q.device());
-  auto outputs = ChunkRetention::apply(a.q.contiguous(), a.k.contiguous(), a.v.contiguous(), float_state(state, a),
-                                       device_decays(a), device_offset(a));
+  const auto options = a.q.options();
+  auto outputs = ChunkRetention::apply(a.q.contiguous(), a.k.contiguous(), a.v.contiguous(),
+                                       or_empty(float_state(state, a), options.dtype(torch::kFloat)), device_decays(a),
+                                       or_empty(device_offset(a), options.dtype(torch::kLong)));
   if (state != nullptr) *state = outputs[1];
   return outputs[0];
 }
@@ -131,7 +140,7 @@ torch::Tensor retention_recurrent(const RetentionArgs& a, torch::Tensor* state) 
     auto position = offset.defined() && t > 0 ? offset + t : offset;
     if (!position.defined() && t > 0) position = torch::full({B}, t, a.q.options().dtype(torch::kLong));
     const kernels::RetentionStepParams p{kv.data_ptr<float>(), q.data_ptr(),   k.data_ptr(), v.data_ptr(),
-                                         out.data_ptr(),       decays.data_ptr<double>(), offset_pointer(position),
+                                         out.data_ptr(),       decays.data_ptr<double>(), pointer_or_null<int64_t>(position),
                                          B,                    H,              dk,           dv,
                                          kernel_dtype(a.q.scalar_type())};
     check(kernels::retention_step(p, c10::cuda::getCurrentCUDAStream()), "retention_step");
