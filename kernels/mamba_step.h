@@ -6,9 +6,9 @@
 
 #include <cuda_runtime.h>
 
-namespace densessm::kernels {
+#include "dtype.h"
 
-enum class DType { kFloat32, kFloat16, kBFloat16 };
+namespace densessm::kernels {
 
 /// out[b,c] = silu(bias[c] + sum_j weight[c,j] * window[b,c,j]), window = (state[b,c,:], x[b,c]);
 /// then state[b,c,:] = window[1:]. All tensors contiguous, of `dtype`; bias may be null.

@@ -91,10 +91,14 @@ torch::Tensor RetentionBlockImpl::forward(const torch::Tensor& h, const std::vec
     k = hidden_fusion(k, k_select(x), keys, k_norm);
     v = hidden_fusion(v, v_select(x), values, v_norm);
   }
+  // Kept on the activations' device so that a decode step copies nothing from the host.
+  if (decays_.device() != h.device()) decays_ = decays_.to(h.device());
   RetentionArgs args;
-  args.q = rotate(split_heads(q).to(acc), position);  // (B, H, T, dk)
-  args.k = rotate(split_heads(k).to(acc), position);  // (B, H, T, dk)
-  args.v = split_heads(v).to(acc);                    // (B, H, T, dv)
+  // Rotated in the accumulation dtype, then handed over in the activations' dtype: the retention forms
+  // accumulate in float32 themselves, and the kernels run bfloat16/float16 on the tensor cores.
+  args.q = rotate(split_heads(q).to(acc), position).to(dtype);  // (B, H, T, dk)
+  args.k = rotate(split_heads(k).to(acc), position).to(dtype);  // (B, H, T, dk)
+  args.v = split_heads(v);                                      // (B, H, T, dv)
   args.decays = decays_;
   args.offset = position;
   args.chunk_size = options.chunk_size > 0 ? options.chunk_size : chunk_size_;

@@ -24,7 +24,8 @@ class RetentionBlockImpl : public Block {
   torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& position) const;
 
   int64_t index_, heads_, dk_, dv_, chunk_size_;
-  torch::Tensor decays_;  // (H) float64; not a buffer, so that model.to(dtype) leaves it exact
+  torch::Tensor decays_;  // (H) float64; not a buffer, so that model.to(dtype) leaves it exact; moved to
+                         // the activations' device on first use
   torch::Tensor angles_;  // (dk) float64 rotation frequencies, each repeated for its pair
   RMSNorm input_layernorm{nullptr};
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, to_hidden{nullptr}, to_out{nullptr};

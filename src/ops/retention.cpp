@@ -4,6 +4,10 @@
 
 #include <torch/torch.h>
 
+#ifdef DENSESSM_WITH_CUDA
+#include "ops/cuda/retention_cuda.h"
+#endif
+
 namespace densessm {
 namespace {
 
@@ -74,6 +78,14 @@ void write_back(torch::Tensor* state, const torch::Tensor& value) {
   if (state != nullptr) *state = value;
 }
 
+#ifdef DENSESSM_WITH_CUDA
+// The step kernel has no backward: it takes the recurrent form only when no gradient is wanted.
+bool wants_grad(const RetentionArgs& a, const torch::Tensor* state) {
+  return torch::GradMode::is_enabled() && (a.q.requires_grad() || a.k.requires_grad() || a.v.requires_grad() ||
+                                           (state != nullptr && state->defined() && state->requires_grad()));
+}
+#endif
+
 }  // namespace
 
 torch::Tensor retention_decays(int64_t num_heads) {
@@ -97,6 +109,10 @@ torch::Tensor retention_parallel(const RetentionArgs& a, torch::Tensor* state) {
 }
 
 torch::Tensor retention_chunkwise(const RetentionArgs& a, torch::Tensor* state) {
+#ifdef DENSESSM_WITH_CUDA
+  check_args(a);
+  if (cuda::can_run_retention(a)) return cuda::retention_chunkwise(a, state);
+#endif
   auto p = prepare(a, state);
   const int64_t T = p.q.size(2);
   auto kv = p.state;
@@ -116,6 +132,10 @@ torch::Tensor retention_chunkwise(const RetentionArgs& a, torch::Tensor* state) 
 }
 
 torch::Tensor retention_recurrent(const RetentionArgs& a, torch::Tensor* state) {
+#ifdef DENSESSM_WITH_CUDA
+  check_args(a);
+  if (cuda::can_run_retention(a) && !wants_grad(a, state)) return cuda::retention_recurrent(a, state);
+#endif
   auto p = prepare(a, state);
   const int64_t T = p.q.size(2);
   auto decay = torch::exp(p.log_decay);  // (1, H, 1, 1)
