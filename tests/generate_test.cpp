@@ -420,13 +420,13 @@ TEST_F(GenerationCheckpoint, BadCheckpointsAreRejected) {
 }
 
 // The executable: exit codes and messages for bad input, and a normal run.
-struct Run {
+struct ProcessResult {
   int status = -1;
   std::string output;  // stdout and stderr together
 };
-Run run_generate(const std::string& arguments) {
+ProcessResult run_generate(const std::string& arguments) {
   const std::string command = std::string(DENSESSM_GENERATE_BINARY) + " " + arguments + " 2>&1 </dev/null";
-  Run run;
+  ProcessResult run;
   FILE* pipe = ::popen(command.c_str(), "r");
   char buffer[4096];
   for (size_t n; (n = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0;) run.output.append(buffer, n);
@@ -437,7 +437,7 @@ Run run_generate(const std::string& arguments) {
 
 TEST_F(GenerationCheckpoint, CommandLine) {
   const std::string checkpoint = "--checkpoint " + good().string() + " --device cpu ";
-  Run ok = run_generate(checkpoint + "--prompt 'the old king' -n 6 --seed 3");
+  ProcessResult ok = run_generate(checkpoint + "--prompt 'the old king' -n 6 --seed 3");
   EXPECT_EQ(ok.status, 0) << ok.output;
   EXPECT_NE(ok.output.find("the old king"), std::string::npos) << ok.output;
   EXPECT_NE(ok.output.find("tokens/s"), std::string::npos) << ok.output;
@@ -457,7 +457,7 @@ TEST_F(GenerationCheckpoint, CommandLine) {
       {checkpoint + "--prompt hi --dtype fp8", "--dtype"},
   };
   for (const auto& [arguments, message] : bad) {
-    const Run r = run_generate(arguments);
+    const ProcessResult r = run_generate(arguments);
     EXPECT_NE(r.status, 0) << arguments;
     EXPECT_NE(r.output.find(message), std::string::npos) << arguments << "\n" << r.output;
   }
@@ -465,7 +465,7 @@ TEST_F(GenerationCheckpoint, CommandLine) {
 
 TEST(GenerationBenchmark, RunsOnTheCpuWithRandomWeights) {
   for (const char* kind : kKinds) {
-    const Run r = run_generate("--benchmark --config " + config_path(kind) + " --device cpu --lengths 4 --lengths 8 --batch-size 2");
+    const ProcessResult r = run_generate("--benchmark --config " + config_path(kind) + " --device cpu --lengths 4 --lengths 8 --batch-size 2");
     EXPECT_EQ(r.status, 0) << kind << "\n" << r.output;
     EXPECT_NE(r.output.find("ms/token"), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("floor per step"), std::string::npos) << r.output;
