@@ -32,4 +32,25 @@ DecodeState DecodeState::select(const torch::Tensor& indices) const {
   return map_tensors(*this, [&](const torch::Tensor& t) { return t.index_select(0, indices.to(t.device())); });
 }
 
+DecodeState DecodeState::concat(const std::vector<DecodeState>& parts) {
+  TORCH_CHECK(!parts.empty(), "DecodeState::concat: no parts");
+  for (const DecodeState& part : parts) {
+    TORCH_CHECK(part.layers.size() == parts.front().layers.size(), "DecodeState::concat: parts of different models");
+  }
+  auto cat = [&](auto field) {
+    if (!field(parts.front()).defined()) return torch::Tensor();
+    std::vector<torch::Tensor> tensors;
+    for (const DecodeState& part : parts) tensors.push_back(field(part));
+    return torch::cat(tensors, 0);
+  };
+  DecodeState out;
+  out.position = cat([](const DecodeState& s) { return s.position; });
+  for (size_t i = 0; i < parts.front().layers.size(); ++i) {
+    out.layers.push_back({cat([i](const DecodeState& s) { return s.layers[i].kv; }),
+                          cat([i](const DecodeState& s) { return s.layers[i].conv; }),
+                          cat([i](const DecodeState& s) { return s.layers[i].ssm; })});
+  }
+  return out;
+}
+
 }  // namespace densessm

@@ -141,6 +141,8 @@ TEST_F(Training, KeepsTheLastCheckpointsAndRejectsBadOnes) {
   for (const auto& e : fs::directory_iterator(dir_ / "keep" / "checkpoints")) names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"step-00000006", "step-00000008"}));
+  // Self-contained for generation: the dataset's tokenizer travels with each checkpoint.
+  EXPECT_TRUE(fs::exists(dir_ / "keep" / "checkpoints" / "step-00000006" / "tokenizer.model"));
 
   // A truncated model file: a clear error, and the checkpoint is left as it was.
   const fs::path model = dir_ / "keep" / "checkpoints" / "step-00000008" / "model.pt";

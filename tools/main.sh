@@ -2,7 +2,8 @@
 # The main job on a fresh Debian 12 machine: set up, build, get a small real English corpus (the King James
 # Bible from Debian's bible-kjv packages, one document per chapter), train a 2048-piece tokenizer, prepare
 # token shards and pretrain a small DenseRetNet on the CPU for a few minutes (configs/runs/main-kjv.json).
-# Everything lands in runs/kjv/ (metrics.jsonl, checkpoints). A second run starts training afresh.
+# Everything lands in runs/kjv/ (metrics.jsonl, checkpoints). A second run starts training afresh. At the end
+# the trained model continues a prompt (densessm-generate on the newest checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -26,3 +27,6 @@ fi
 rm -rf "$RUN/train"
 "$BUILD_DIR/densessm-train" --config configs/runs/main-kjv.json
 echo "main job done: metrics in $RUN/train/metrics.jsonl, checkpoints in $RUN/train/checkpoints"
+echo "a sample from the trained model:"
+"$BUILD_DIR/densessm-generate" --checkpoint "$RUN/train" --device cpu --prompt "In the beginning" \
+  --max-new-tokens 60 --temperature 0.8 --seed 1995

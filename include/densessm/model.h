@@ -38,6 +38,9 @@ struct ForwardOptions {
   /// Called with each block's hidden states before later blocks read them; may change them
   /// (for probing the dense connections).
   std::function<void(int64_t layer, DenseHidden& hidden)> on_hidden;
+  /// Checks on the host that token ids are in [0, V): a device sync, so a step captured in a CUDA graph
+  /// turns it off (its ids come from sampling and are in range by construction).
+  bool check_tokens = true;
 };
 
 /// One layer: pre-norm residual block around a mixer (retention GAU or Mamba mixer).
@@ -61,7 +64,8 @@ class CausalLMImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& tokens, DecodeState* state = nullptr, const ForwardOptions& options = {});
 
   /// One token per sequence (the recurrent form): tokens (B) -> logits (B, V); advances `state`.
-  torch::Tensor step(const torch::Tensor& tokens, DecodeState& state);
+  /// `check_tokens` as in ForwardOptions.
+  torch::Tensor step(const torch::Tensor& tokens, DecodeState& state, bool check_tokens = true);
 
   /// A zero state for `batch` sequences on the model's device and dtype.
   DecodeState initial_state(int64_t batch) const;

@@ -30,6 +30,8 @@ struct DecodeState {
   DecodeState clone() const;
   /// Keeps the sequences at `indices` (int64, on any device), in that order.
   DecodeState select(const torch::Tensor& indices) const;
+  /// The sequences of all `parts` in one batch, in order (parts of one model, prefilled separately).
+  static DecodeState concat(const std::vector<DecodeState>& parts);
 };
 
 }  // namespace densessm

@@ -52,7 +52,7 @@ torch::Tensor CausalLMImpl::forward(const torch::Tensor& tokens, DecodeState* st
   TORCH_CHECK(tokens.scalar_type() == torch::kLong || tokens.scalar_type() == torch::kInt,
               "forward: tokens must be int64 or int32, got ", tokens.scalar_type());
   const int64_t B = tokens.size(0), T = tokens.size(1);
-  {
+  if (options.check_tokens) {
     const int64_t low = tokens.min().item<int64_t>(), high = tokens.max().item<int64_t>();
     TORCH_CHECK(low >= 0 && high < config_.vocab_size, "forward: token ids must be in [0, ", config_.vocab_size,
                 "), got values in [", low, ", ", high, "]");
@@ -81,10 +81,11 @@ torch::Tensor CausalLMImpl::forward(const torch::Tensor& tokens, DecodeState* st
   return logits(h);
 }
 
-torch::Tensor CausalLMImpl::step(const torch::Tensor& tokens, DecodeState& state) {
+torch::Tensor CausalLMImpl::step(const torch::Tensor& tokens, DecodeState& state, bool check_tokens) {
   TORCH_CHECK(tokens.dim() == 1, "step: tokens must be (batch), got ", tokens.sizes());
   ForwardOptions options;
   options.form = SequenceForm::kRecurrent;
+  options.check_tokens = check_tokens;
   return forward(tokens.unsqueeze(1), &state, options).squeeze(1);
 }
 

@@ -74,6 +74,12 @@ torch::Tensor RetentionBlockImpl::rotate(const torch::Tensor& x, const torch::Te
 torch::Tensor RetentionBlockImpl::forward(const torch::Tensor& h, const std::vector<DenseHidden>& previous,
                                           DenseHidden& hidden, LayerState* state, const torch::Tensor& position,
                                           const ForwardOptions& options) {
+  if (decays_.device() != h.device()) {
+    // Moved once, beside the activations: a decode step (captured in a CUDA graph) then copies nothing
+    // from the host. Not buffers, so that model.to(dtype) leaves them float64.
+    decays_ = decays_.to(h.device());
+    angles_ = angles_.to(h.device());
+  }
   const auto dtype = h.scalar_type();
   const auto acc = accumulation_type(dtype);
   auto x = input_layernorm(h);                                                  // (B, T, D)

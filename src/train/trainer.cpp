@@ -122,6 +122,18 @@ void restore_generator(torch::Device device, const torch::Tensor& state) {
   generator.set_state(state);
 }
 
+// The tokenizer .model named by the dataset's manifest, copied into every checkpoint so that a checkpoint
+// alone can generate; empty (with a warning) when the manifest names none that exists.
+std::string dataset_tokenizer(const std::string& data_dir) {
+  const nlohmann::json manifest = json_config::read_json_file(data_dir + "/dataset.json", "dataset manifest");
+  const std::string path = manifest.value("tokenizer", std::string());
+  if (path.empty() || !fs::is_regular_file(path)) {
+    log::warn(data_dir, "/dataset.json: its tokenizer '", path, "' is not there; checkpoints will lack tokenizer.model");
+    return {};
+  }
+  return path;
+}
+
 class Trainer {
  public:
   Trainer(const RunConfig& config, const TrainOptions& options)
@@ -139,6 +151,7 @@ class Trainer {
     lo.block_size = c_.block_size;
     lo.seed = c_.seed;
     train_data_ = std::make_unique<DataLoader>(lo);
+    tokenizer_path_ = dataset_tokenizer(c_.data);
     if (train_data_->vocab_size() > c_.model.vocab_size) {
       throw std::runtime_error(c_.data + ": the data's vocabulary (" + std::to_string(train_data_->vocab_size()) +
                                " tokens) does not fit the model's " + std::to_string(c_.model.vocab_size));
@@ -297,6 +310,7 @@ class Trainer {
       write_text(dir + "/state.json", state.dump(2) + "\n");
       write_text(dir + "/model.json", to_json(c_.model) + "\n");
       write_text(dir + "/run.json", to_json(c_) + "\n");
+      if (!tokenizer_path_.empty()) fs::copy_file(tokenizer_path_, dir + "/tokenizer.model");
     });
     log::info("checkpoint ", folder);
   }
@@ -354,6 +368,7 @@ class Trainer {
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   std::unique_ptr<DataLoader> train_data_, validation_data_;
   LossScaler scaler_;
+  std::string tokenizer_path_;
   std::ofstream metrics_;
   int64_t step_ = 0, tokens_ = 0, total_steps_ = 0;
   double lr_ = 0;

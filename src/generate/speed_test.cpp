@@ -1,0 +1,59 @@
+#include "generate/speed_test.h"
+
+#include <random>
+
+#include <torch/torch.h>
+
+#include "densessm/generate.h"
+#include "generate/device.h"
+
+namespace densessm {
+
+DecodeFloor decode_floor(const CausalLM& model, int64_t batch_size, double bandwidth) {
+  DecodeFloor floor;
+  for (const auto& parameter : model->named_parameters()) {
+    if (parameter.key() == "embed_tokens.weight" && !model->config().tie_embeddings) continue;
+    floor.weight_bytes += static_cast<int64_t>(parameter.value().nbytes());
+  }
+  floor.state_bytes = 2 * model->initial_state(batch_size).nbytes();
+  floor.ms = 1e3 * static_cast<double>(floor.weight_bytes + floor.state_bytes) / bandwidth;
+  return floor;
+}
+
+std::vector<SpeedResult> run_speed_test(CausalLM model, const SpeedTestOptions& options,
+                                        const std::function<void(const SpeedResult&)>& report) {
+  const torch::Device device = model->parameters().front().device();
+  std::mt19937_64 random(options.seed);
+  // Random prompts of ordinary tokens (ids 3 and up: past LLaMA's unk, bos, eos).
+  std::uniform_int_distribution<int32_t> token(3, static_cast<int32_t>(model->config().vocab_size) - 1);
+  std::vector<std::vector<int32_t>> prompts(options.batch_size);
+  for (auto& prompt : prompts) {
+    for (int64_t t = 0; t < options.prompt_tokens; ++t) prompt.push_back(token(random));
+  }
+  std::vector<SpeedResult> results;
+  for (int64_t length : options.lengths) {
+    GenerateOptions g;
+    g.max_new_tokens = length;
+    g.temperature = 0;
+    g.stop_at_eos = false;
+    g.cuda_graph = options.cuda_graph;
+    Generator generator(model, std::nullopt, g);
+    generator.generate_tokens(prompts);  // warm-up (and graph capture)
+    reset_peak_memory(device);
+    const GenerationStats stats = generator.generate_tokens(prompts).stats;
+    SpeedResult r;
+    r.new_tokens = length;
+    r.prefill_seconds = stats.prefill_seconds;
+    r.seconds = stats.prefill_seconds + stats.decode_seconds;
+    r.ms_per_step = 1e3 * stats.decode_seconds / static_cast<double>(stats.decode_steps);
+    r.tokens_per_second_per_sequence = static_cast<double>(length) / r.seconds;
+    r.tokens_per_second = static_cast<double>(length * options.batch_size) / r.seconds;
+    r.peak_memory_bytes = peak_memory_bytes(device);
+    r.cuda_graph = stats.cuda_graph;
+    results.push_back(r);
+    if (report) report(r);
+  }
+  return results;
+}
+
+}  // namespace densessm
