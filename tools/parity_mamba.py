@@ -26,11 +26,12 @@ from parity_common import (TOLERANCE, convert, our_logits, print_table, relative
 
 # name, MambaConfig arguments, save_pretrained options, stored dtype
 CONFIGS = [
-    ("tied-d64", dict(vocab_size=96, hidden_size=64, num_hidden_layers=2, state_size=8), {}, torch.float32),
+    ("tied-d64", dict(vocab_size=96, hidden_size=64, num_hidden_layers=2, state_size=8, tie_word_embeddings=True), {},
+     torch.float32),
     ("untied-d72", dict(vocab_size=101, hidden_size=72, num_hidden_layers=3, state_size=16, tie_word_embeddings=False),
      {}, torch.float32),
     ("d40-rank7-noconvbias-k3", dict(vocab_size=50, hidden_size=40, num_hidden_layers=2, state_size=4, time_step_rank=7,
-                                     use_conv_bias=False, conv_kernel=3), {}, torch.float32),
+                                     use_conv_bias=False, conv_kernel=3, tie_word_embeddings=True), {}, torch.float32),
     ("sharded-d80-expand3", dict(vocab_size=257, hidden_size=80, num_hidden_layers=4, expand=3), dict(max_shard_size="60KB"),
      torch.float32),
     ("bf16-d72", dict(vocab_size=64, hidden_size=72, num_hidden_layers=2, tie_word_embeddings=False), {}, torch.bfloat16),
@@ -65,6 +66,7 @@ def main():
         hf_dir, ours_dir, export_dir = (os.path.join(case, d) for d in ("hf", "ours", "exported"))
 
         model = MambaForCausalLM(MambaConfig(**kwargs)).eval()
+        tied = model.lm_head.weight.data_ptr() == model.backbone.embeddings.weight.data_ptr()
         randomise(model)
         model = model.to(dtype)
         model.save_pretrained(hf_dir, **save_options)
@@ -92,7 +94,7 @@ def main():
 
         ok = all(e <= TOLERANCE for e in errors.values()) and tensors_equal and hf_reload_equal and reimport_equal
         failed |= not ok
-        rows.append({"config": name, "d_model": kwargs["hidden_size"], "tied": kwargs.get("tie_word_embeddings", True),
+        rows.append({"config": name, "d_model": kwargs["hidden_size"], "tied": tied,
                      "stored": str(dtype).replace("torch.", ""), "shards": len([f for f in os.listdir(hf_dir) if f.endswith(".safetensors")]),
                      "rel.err chunkwise": f"{errors['chunkwise']:.2e}", "rel.err recurrent": f"{errors['recurrent']:.2e}",
                      "export==HF": tensors_equal, "HF(export)==HF": hf_reload_equal, "reimport==ours": reimport_equal,

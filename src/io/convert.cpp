@@ -151,9 +151,16 @@ void HfConfigReader::read(const std::string& key, std::string& out) const {
 CausalLM import_model(ExternalFormat format, const std::string& folder, torch::ScalarType dtype) {
   const HfLayout& layout = layout_of(format);
   const std::string config_path = (fs::path(folder) / "config.json").string();
-  ModelConfig config = layout.read_config(read_json(config_path), config_path);
-  config.name = folder_name(folder);
+  json hf_config = read_json(config_path);
   const SafetensorsCheckpoint weights(folder);
+  // transformers 4 left tie_word_embeddings out when true (its default) and then saved no lm_head;
+  // transformers 5 leaves it out when false (no default) and saves lm_head. Either way, an absent key
+  // means tied exactly when the output projection is absent.
+  if (hf_config.is_object() && (!hf_config.contains("tie_word_embeddings") || hf_config["tie_word_embeddings"].is_null())) {
+    hf_config["tie_word_embeddings"] = !weights.contains(layout.lm_head);
+  }
+  ModelConfig config = layout.read_config(hf_config, config_path);
+  config.name = folder_name(folder);
 
   torch::NoGradGuard no_grad;
   CausalLM model(config);

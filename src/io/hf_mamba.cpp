@@ -21,15 +21,13 @@ ModelConfig read_config(const json& config, const std::string& source) {
   if (model_type != "mamba" && model_type != "dense_mamba") {
     r.fail("model_type", "\"" + model_type + "\" is not a Mamba model (expected \"mamba\" or \"dense_mamba\")");
   }
-  // Absent keys take transformers' MambaConfig defaults: save_pretrained leaves out those equal to
-  // PretrainedConfig's (tie_word_embeddings among them).
+  // Absent keys take transformers' MambaConfig defaults (import_model settles tie_word_embeddings).
   ModelConfig c;
   c.architecture = Architecture::kMamba;
   c.vocab_size = 50280;
   c.hidden_size = 768;
   c.num_layers = 32;
   c.rms_norm_eps = 1e-5;
-  c.tie_embeddings = true;
   c.initializer_range = 0.1;
   c.pad_token_id = c.bos_token_id = c.eos_token_id = 0;
   c.dense_block_layers = 0;
