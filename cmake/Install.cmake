@@ -4,7 +4,7 @@ include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
 # Installed binaries find LibTorch where this build found it.
-set_target_properties(densessm densessm_log densessm-info densessm-tokenizer densessm-prepare-data densessm-train densessm-generate PROPERTIES
+set_target_properties(densessm densessm_log densessm-info densessm-tokenizer densessm-prepare-data densessm-train densessm-generate densessm-convert densessm-bench PROPERTIES
   INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}"
   INSTALL_RPATH_USE_LINK_PATH ON)
 
@@ -13,7 +13,7 @@ install(TARGETS densessm densessm_log EXPORT DenseSSMTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-install(TARGETS densessm-info densessm-tokenizer densessm-prepare-data densessm-train densessm-generate densessm-bench RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(TARGETS densessm-info densessm-tokenizer densessm-prepare-data densessm-train densessm-generate densessm-convert densessm-bench RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(DIRECTORY include/densessm DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY configs/ DESTINATION ${CMAKE_INSTALL_DATADIR}/densessm/configs)
 install(EXPORT DenseSSMTargets NAMESPACE DenseSSM:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/DenseSSM)

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "densessm/convert.h"
 #include "densessm/prepare_data.h"
 #include "densessm/train.h"
 #include "test_helpers.h"
@@ -168,6 +169,37 @@ TEST_F(Training, KeepsTheLastCheckpointsAndRejectsBadOnes) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("another model shape"), std::string::npos) << e.what();
   }
+}
+
+TEST_F(Training, StartsFromAnImportedModel) {
+  // A model exported to the reference's layout and imported back, as densessm-convert does.
+  RunConfig c = config("init");
+  torch::manual_seed(99);
+  CausalLM source(c.model);
+  export_model(ExternalFormat::kHfDenseRetNet, source, (dir_ / "init-hf").string());
+  CausalLM imported = import_model(ExternalFormat::kHfDenseRetNet, (dir_ / "init-hf").string());
+  save_model_folder(imported, (dir_ / "init-ours").string());
+
+  c.init_from = (dir_ / "init-ours").string();
+  c.max_steps = 1;
+  c.optimizer.lr = 1e-12;  // the one step leaves the weights where they started
+  c.optimizer.weight_decay = 0;
+  train(c, {});
+  CausalLM trained = load_model_folder(c.output_dir);
+  for (const auto& item : source->named_parameters()) {
+    EXPECT_TRUE(torch::allclose(trained->named_parameters()[item.key()], item.value(), 0, 1e-9)) << item.key();
+  }
+
+  RunConfig other = config("init-other");
+  other.model.num_layers = 2;
+  other.init_from = c.init_from;
+  try {
+    train(other, {});
+    ADD_FAILURE() << "initialised from a model of another shape";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("another model shape"), std::string::npos) << e.what();
+  }
+  expect_run_error(with(R"("init_from": "no-such-folder")"), "init_from");
 }
 
 TEST_F(Training, DataOfAnotherVocabularyIsRefused) {

@@ -30,6 +30,9 @@ struct RunConfig {
   std::string model_source;  ///< the model config's file, or "(embedded)"
   std::string data;          ///< dataset folder from densessm-prepare-data
   std::string output_dir;
+  /// Initial weights: a model folder (densessm-convert import) or a training checkpoint, of the same model
+  /// shape; empty: random initialisation. --resume from a checkpoint of this run takes precedence.
+  std::string init_from;
   std::string device = "cpu";      ///< cpu, cuda or cuda:N
   std::string precision = "fp32";  ///< fp32, bf16 (autocast) or fp16 (autocast + dynamic loss scaling)
   std::string form = "chunkwise";  ///< retention form for training: chunkwise or parallel

@@ -1,14 +1,13 @@
 #include "train/checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <regex>
 #include <stdexcept>
 #include <vector>
+
+#include "io/files.h"
 
 namespace densessm {
 namespace {
@@ -29,14 +28,6 @@ std::vector<std::pair<int64_t, fs::path>> complete_checkpoints(const std::string
   return found;
 }
 
-void fsync_path(const fs::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw std::runtime_error(path.string() + ": cannot open to sync");
-  const int status = ::fsync(fd);
-  ::close(fd);
-  if (status != 0) throw std::runtime_error(path.string() + ": fsync failed (disk full?)");
-}
-
 }  // namespace
 
 std::optional<std::string> latest_checkpoint(const std::string& output_dir) {
@@ -52,21 +43,7 @@ std::string write_checkpoint(const std::string& output_dir, int64_t step, int64_
   char name[32];
   std::snprintf(name, sizeof(name), "step-%08lld", static_cast<long long>(step));
   const fs::path final_path = dir / name;
-  const fs::path temp = dir / (std::string(name) + ".tmp-" + std::to_string(::getpid()));
-  fs::remove_all(temp);
-  try {
-    fs::create_directories(temp);
-    write(temp.string());
-    for (const auto& entry : fs::directory_iterator(temp)) fsync_path(entry.path());
-    fsync_path(temp);
-    if (fs::exists(final_path)) fs::remove_all(final_path);  // the same step saved again (resumed run)
-    fs::rename(temp, final_path);
-    fsync_path(dir);
-  } catch (...) {
-    std::error_code ignored;
-    fs::remove_all(temp, ignored);
-    throw;
-  }
+  files::write_folder_atomically(final_path.string(), /*replace=*/true, write);  // the same step again: a resumed run
   auto found = complete_checkpoints(output_dir);
   for (size_t i = 0; i + static_cast<size_t>(keep) < found.size(); ++i) fs::remove_all(found[i].second);
   return final_path.string();

@@ -35,7 +35,9 @@ RunConfig parse_run_config(const std::string& json_text, const std::string& sour
   r.require("output_dir");
   r.read("data", c.data);
   r.read("output_dir", c.output_dir);
-  for (std::string* p : {&c.data, &c.output_dir}) {
+  r.read("init_from", c.init_from);
+  for (std::string* p : {&c.data, &c.output_dir, &c.init_from}) {
+    if (p->empty()) continue;
     if (std::filesystem::path(*p).is_relative()) *p = (std::filesystem::path(base_dir) / *p).lexically_normal().string();
   }
   r.read("device", c.device);
@@ -78,6 +80,8 @@ RunConfig parse_run_config(const std::string& json_text, const std::string& sour
   auto check = [&](bool ok, const std::string& key, const std::string& why) {
     if (!ok) r.fail(key, why);
   };
+  check(c.init_from.empty() || std::filesystem::is_directory(c.init_from), "init_from",
+        "\"" + c.init_from + "\" is not a folder (expected a model folder from densessm-convert import or a checkpoint)");
   check(c.device == "cpu" || c.device.rfind("cuda", 0) == 0, "device", "must be cpu, cuda or cuda:N, got \"" + c.device + "\"");
   check(c.precision == "fp32" || c.precision == "bf16" || c.precision == "fp16", "precision", "must be fp32, bf16 or fp16");
   check(c.form == "chunkwise" || c.form == "parallel", "form", "must be chunkwise or parallel");
@@ -117,6 +121,7 @@ std::string to_json(const RunConfig& c) {
       {"model", json::parse(to_json(c.model))},
       {"data", c.data},
       {"output_dir", c.output_dir},
+      {"init_from", c.init_from},
       {"device", c.device},
       {"precision", c.precision},
       {"form", c.form},

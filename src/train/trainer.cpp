@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "densessm/convert.h"
 #include "densessm/data_loader.h"
 #include "densessm/log.h"
 #include "densessm/model.h"
@@ -134,6 +135,15 @@ std::string dataset_tokenizer(const std::string& data_dir) {
   return path;
 }
 
+// Two configs describe the same parameters (name, dropout and retention chunk size aside).
+bool same_shape(ModelConfig a, ModelConfig b) {
+  a.dropout = b.dropout = 0;
+  a.retention.chunk_size = b.retention.chunk_size = 0;
+  a.name.clear();
+  b.name.clear();
+  return to_json(a) == to_json(b);
+}
+
 class Trainer {
  public:
   Trainer(const RunConfig& config, const TrainOptions& options)
@@ -143,6 +153,7 @@ class Trainer {
     }
     torch::manual_seed(c_.seed);
     model_ = CausalLM(c_.model);
+    if (!c_.init_from.empty()) initialise_from(c_.init_from);
     model_->to(device_);
     build_optimizer();
     LoaderOptions lo;
@@ -315,6 +326,19 @@ class Trainer {
     log::info("checkpoint ", folder);
   }
 
+  // Copies the weights of a model folder or checkpoint into the fresh model (float32 master weights).
+  void initialise_from(const std::string& folder) {
+    CausalLM source = load_model_folder(folder);
+    if (!same_shape(source->config(), c_.model)) {
+      throw std::runtime_error(c_.init_from + ": init_from holds another model shape than the run config's model:\n" +
+                               to_json(source->config()));
+    }
+    torch::NoGradGuard no_grad;
+    const auto weights = source->named_parameters();
+    for (auto& item : model_->named_parameters()) item.value().copy_(weights[item.key()]);
+    log::info("initialised from ", folder);
+  }
+
   void resume() {
     const auto latest = latest_checkpoint(c_.output_dir);
     if (!latest) {
@@ -324,12 +348,7 @@ class Trainer {
     const std::string& dir = *latest;
     const ModelConfig saved = parse_model_config(json_config::read_config_file(dir + "/model.json", "checkpoint's model config"),
                                                  dir + "/model.json");
-    auto shape = [](ModelConfig m) {
-      m.dropout = 0;
-      m.name.clear();
-      return to_json(m);
-    };
-    if (shape(saved) != shape(c_.model)) {
+    if (!same_shape(saved, c_.model)) {
       throw std::runtime_error(dir + ": the checkpoint holds another model shape than the run config's model");
     }
     try {
