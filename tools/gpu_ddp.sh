@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Run ON A GPU MACHINE WITH 2 GPUS (the `run` tool's kind nvidia-h200-x2), from the repository root with
+# .debs carried: builds densessm-train for sm_90a against the machine's PyTorch LibTorch and NCCL, then
+# trains configs/dense-retnet-350m.json for STEPS steps on 1 GPU and, data parallel over NCCL with the same
+# batch per GPU, on 2 GPUs, and prints the tokens/s of each and their ratio (issue 6's scaling figure).
+#   STEPS (default 60), BATCH per GPU (default 8), BLOCK (default 2048), PRECISION (default bf16).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Never NVLink multicast on shared GPUs (see the device notes): every process inherits these.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+STEPS=${STEPS:-60} BATCH=${BATCH:-8} BLOCK=${BLOCK:-2048} PRECISION=${PRECISION:-bf16}
+OUT=${OUT:-/tmp/densessm-out}
+BUILD_DIR=${BUILD_DIR:-build-gpu}
+mkdir -p "$OUT"
+gpus=$(nvidia-smi -L | wc -l)
+(( gpus >= 2 )) || { echo "gpu_ddp.sh: needs 2 GPUs, found $gpus" >&2; exit 1; }
+
+# nccl.h of the NCCL this PyTorch was built with (ProcessGroupNCCL's options embed its ncclConfig_t);
+# find_path reads CMAKE_INCLUDE_PATH before its default hints.
+nccl_include=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "include"))' 2>/dev/null || true)
+if [[ -f "$nccl_include/nccl.h" ]]; then export CMAKE_INCLUDE_PATH="$nccl_include${CMAKE_INCLUDE_PATH:+:$CMAKE_INCLUDE_PATH}"; fi
+TARGETS="densessm-train densessm-tokenizer densessm-prepare-data" bash tools/gpu.sh build
+export LD_LIBRARY_PATH="/tmp/densessm-debs/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+W=/tmp/densessm-ddp
+rm -rf "$W" && mkdir -p "$W"
+cat /usr/share/common-licenses/* > "$W/corpus.txt"
+"$BUILD_DIR/densessm-tokenizer" train --input "$W/corpus.txt" --model-prefix "$W/tok" --vocab-size 2048 2>&1 | tail -1
+"$BUILD_DIR/densessm-prepare-data" "$W/corpus.txt" --tokenizer "$W/tok.model" --output "$W/data" --validation-percent 5
+
+# Mean tokens/s of the logged windows after the first third of the run (start-up and warm-up excluded).
+rate() {
+  python3 -c 'import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if "tokens_per_second" in l]
+rows = [r["tokens_per_second"] for r in rows if r["step"] > int(sys.argv[2]) // 3]
+print(round(sum(rows) / len(rows)))' "$1" "$STEPS"
+}
+for n in 1 2; do
+  cat > "$W/run-$n.json" <<JSON
+{"model": "$PWD/configs/dense-retnet-350m.json", "data": "$W/data", "output_dir": "$W/train-$n",
+ "device": "cuda", "precision": "$PRECISION", "batch_size": $BATCH, "gradient_accumulation": 1, "block_size": $BLOCK,
+ "max_steps": $STEPS, "log_every": 5, "eval_every": 0, "checkpoint_every": 0, "keep_checkpoints": 1}
+JSON
+  launcher=()
+  (( n > 1 )) && launcher=(--nproc-per-node "$n")
+  echo "== $n GPU(s): densessm-train ${launcher[*]} --config run-$n.json (batch $BATCH x block $BLOCK per GPU, $PRECISION)"
+  "$BUILD_DIR/densessm-train" "${launcher[@]}" --config "$W/run-$n.json" 2>&1 | tee "$OUT/ddp-$n.log" | grep -E 'parameters|step [0-9]+/|error' | tail -4
+  cp "$W/train-$n/metrics.jsonl" "$OUT/metrics-$n.jsonl"
+done
+one=$(rate "$W/train-1/metrics.jsonl")
+two=$(rate "$W/train-2/metrics.jsonl")
+echo "tokens/s: 1 GPU $one, 2 GPUs $two, speed-up $(python3 -c "print(f'{$two / $one:.3f}')")x"
