@@ -10,7 +10,9 @@
 //    libtorch_cpu) and only travels through our code as a std::shared_ptr, never dereferenced here;
 //  - every virtual function of those classes has an out-of-line key function in libtorch_cpu, so their
 //    vtables come from there; we call nothing inline that touches a Gloo object, so this file emits no
-//    Gloo symbol that could interpose on libtorch_cpu's (checked by the distributed_no_gloo_symbols test).
+//    function of Gloo that could interpose on libtorch_cpu's (the distributed_no_gloo_symbols test checks
+//    libdensessm; the one Gloo name in it is std::vector<std::shared_ptr<gloo::transport::Device>> code,
+//    which moves shared_ptrs and is the same whatever Device is).
 // Debian's libgloo.so is never linked: two Gloos in one process would be the real danger.
 #include "train/distributed.h"
 
@@ -228,10 +230,15 @@ struct GradientReducer::Impl {
   struct Slot {
     size_t bucket = 0;
     int64_t offset = 0, numel = 0;
+    int64_t flag = 0;  // its element in the bucket that says whether this rank has a gradient for it
     bool filled = false;
   };
+  // The gradients, then one flag per member (1: this rank has its gradient). The flags travel with the
+  // gradients, so after the all-reduce every rank knows whether any rank had one: a parameter that no rank's
+  // backward reached keeps no gradient, as in a single process (AdamW then leaves it alone).
   struct Bucket {
-    torch::Tensor flat;  // (sum of its parameters' numel,), the parameters' dtype, on their device
+    torch::Tensor flat;  // (gradients_numel + members,), the parameters' dtype, on their device
+    int64_t gradients_numel = 0;
     std::vector<size_t> members;
     size_t pending = 0;  // members not filled yet this step
     c10::intrusive_ptr<c10d::Work> work;
@@ -269,7 +276,8 @@ struct GradientReducer::Impl {
     if (grad.defined()) {
       view.copy_(grad.reshape(-1));
     } else {
-      view.zero_();  // a parameter this step did not reach
+      view.zero_();
+      buckets[slot.bucket].flat.narrow(0, slot.flag, 1).zero_();
     }
     slot.filled = true;
     --buckets[slot.bucket].pending;
@@ -300,13 +308,16 @@ GradientReducer::GradientReducer(ProcessGroup& group, const std::vector<torch::T
       r.buckets.emplace_back();
       sizes.push_back(0);
     }
-    r.slots[i] = {r.buckets.size() - 1, sizes.back(), p.numel(), false};
+    r.slots[i] = {r.buckets.size() - 1, sizes.back(), p.numel(), 0, false};
     r.buckets.back().members.push_back(i);
     sizes.back() += p.numel();
   }
   for (size_t b = 0; b < r.buckets.size(); ++b) {
-    const auto& first = parameters[r.buckets[b].members.front()];
-    r.buckets[b].flat = torch::empty({sizes[b]}, first.options().requires_grad(false));
+    Impl::Bucket& bucket = r.buckets[b];
+    bucket.gradients_numel = sizes[b];
+    for (size_t k = 0; k < bucket.members.size(); ++k) r.slots[bucket.members[k]].flag = sizes[b] + static_cast<int64_t>(k);
+    const auto& first = parameters[bucket.members.front()];
+    bucket.flat = torch::empty({sizes[b] + static_cast<int64_t>(bucket.members.size())}, first.options().requires_grad(false));
   }
   for (size_t i = 0; i < parameters.size(); ++i) {
     torch::autograd::impl::set_post_acc_grad_hooks(parameters[i], std::make_unique<Impl::ReadyHook>(&r, i));
@@ -320,7 +331,10 @@ GradientReducer::~GradientReducer() {
 void GradientReducer::arm() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   for (auto& slot : impl_->slots) slot.filled = false;
-  for (auto& bucket : impl_->buckets) bucket.pending = bucket.members.size();
+  for (auto& bucket : impl_->buckets) {
+    bucket.pending = bucket.members.size();
+    bucket.flat.narrow(0, bucket.gradients_numel, static_cast<int64_t>(bucket.members.size())).fill_(1);
+  }
   impl_->next = 0;
   impl_->armed = true;
 }
@@ -334,10 +348,17 @@ void GradientReducer::finish() {
     r.armed = false;
   }
   torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> flags;
   for (auto& bucket : r.buckets) {
     r.group.wait(bucket.work, "gradient all-reduce");
     bucket.work.reset();
+    flags.push_back(bucket.flat.narrow(0, bucket.gradients_numel, static_cast<int64_t>(bucket.members.size())));
+  }
+  const auto reached = torch::cat(flags).to(torch::kCPU, torch::kFloat);  // (parameters,) in bucket order
+  const float* any_rank = reached.data_ptr<float>();
+  for (auto& bucket : r.buckets) {
     for (size_t i : bucket.members) {
+      if (*any_rank++ == 0) continue;
       const Impl::Slot& slot = r.slots[i];
       auto mean = bucket.flat.narrow(0, slot.offset, slot.numel).view(r.parameters[i].sizes());
       auto& grad = r.parameters[i].mutable_grad();
