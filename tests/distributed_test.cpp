@@ -19,6 +19,7 @@
 #include "test_helpers.h"
 #include "text_fixtures.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 
 extern char** environ;
 
@@ -73,6 +74,62 @@ Process spawn(const std::vector<std::string>& arguments, const std::vector<std::
   posix_spawn_file_actions_destroy(&actions);
   if (error != 0) throw std::runtime_error("cannot start " + argv[0]);
   return p;
+}
+
+// Sets torchrun's variables for one test and removes them after.
+class JobVariables {
+ public:
+  explicit JobVariables(const std::vector<std::pair<std::string, std::string>>& variables) {
+    for (const auto& [name, value] : variables) ::setenv(name.c_str(), value.c_str(), 1);
+  }
+  ~JobVariables() {
+    for (const char* name : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) ::unsetenv(name);
+  }
+};
+
+std::string environment_error(const std::vector<std::pair<std::string, std::string>>& variables) {
+  JobVariables job(variables);
+  try {
+    distributed::Environment::from_process();
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "(accepted)";
+}
+
+TEST(DistributedEnvironment, ReadsTorchrunVariables) {
+  {
+    JobVariables none({});
+    EXPECT_FALSE(distributed::Environment::from_process().enabled());
+  }
+  JobVariables job({{"WORLD_SIZE", "4"}, {"RANK", "3"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "node0"}, {"MASTER_PORT", "29500"}});
+  const auto e = distributed::Environment::from_process();
+  EXPECT_TRUE(e.enabled());
+  EXPECT_EQ(e.rank, 3);
+  EXPECT_EQ(e.local_rank, 1);
+  EXPECT_EQ(e.master_addr, "node0");
+  EXPECT_EQ(e.master_port, 29500);
+  EXPECT_EQ(distributed::device_of_rank("cuda", e), torch::Device(torch::kCUDA, 1));
+  EXPECT_EQ(distributed::device_of_rank("cuda:0", e), torch::Device(torch::kCUDA, 1));
+  EXPECT_EQ(distributed::device_of_rank("cpu", e), torch::Device(torch::kCPU));
+}
+
+TEST(DistributedEnvironment, NamesTheBadVariable) {
+  const std::vector<std::pair<std::string, std::string>> job = {{"WORLD_SIZE", "2"}, {"RANK", "0"}, {"MASTER_ADDR", "127.0.0.1"}};
+  EXPECT_NE(environment_error(job).find("MASTER_PORT is not set"), std::string::npos);
+  auto with = [&](const std::string& name, const std::string& value) {
+    auto v = job;
+    v.emplace_back("MASTER_PORT", "29500");
+    for (auto& [n, x] : v) {
+      if (n == name) x = value;
+    }
+    return environment_error(v);
+  };
+  EXPECT_EQ(with("RANK", "1"), "(accepted)");
+  EXPECT_NE(with("RANK", "2").find("RANK=2 is not below WORLD_SIZE=2"), std::string::npos);
+  EXPECT_NE(with("WORLD_SIZE", "two").find("WORLD_SIZE=\"two\": expected a non-negative integer"), std::string::npos);
+  EXPECT_NE(with("MASTER_PORT", "70000").find("MASTER_PORT=70000: not a TCP port"), std::string::npos);
+  EXPECT_NE(with("MASTER_ADDR", "").find("MASTER_ADDR is not set"), std::string::npos);
 }
 
 class DataParallel : public ::testing::Test {
