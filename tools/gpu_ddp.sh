@@ -15,10 +15,19 @@ mkdir -p "$OUT"
 gpus=$(nvidia-smi -L | wc -l)
 (( gpus >= 2 )) || { echo "gpu_ddp.sh: needs 2 GPUs, found $gpus" >&2; exit 1; }
 
-# nccl.h of the NCCL this PyTorch was built with (ProcessGroupNCCL's options embed its ncclConfig_t);
-# find_path reads CMAKE_INCLUDE_PATH before its default hints.
-nccl_include=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "include"))' 2>/dev/null || true)
-if [[ -f "$nccl_include/nccl.h" ]]; then export CMAKE_INCLUDE_PATH="$nccl_include${CMAKE_INCLUDE_PATH:+:$CMAKE_INCLUDE_PATH}"; fi
+# nccl.h of the NCCL version this PyTorch was built with (ProcessGroupNCCL's options embed its
+# ncclConfig_t; densessm-train checks the match at start): the first candidate of that major.minor.
+want=$(python3 -c 'import torch; v = torch.cuda.nccl.version(); print(v[0], v[1])')
+candidates=$(python3 -c 'import nvidia; print(*nvidia.__path__, sep="\n")' 2>/dev/null | xargs -r -I{} find {} -name nccl.h -printf '%h\n' 2>/dev/null || true)
+nccl_include=
+for dir in $candidates /usr/local/cuda/include /usr/include; do
+  [[ -f $dir/nccl.h ]] || continue
+  have=$(awk '/^#define NCCL_MAJOR/{a=$3} /^#define NCCL_MINOR/{b=$3} END{print a, b}' "$dir/nccl.h")
+  if [[ $have == "$want" ]]; then nccl_include=$dir; break; fi
+done
+[[ -n $nccl_include ]] || { echo "gpu_ddp.sh: no nccl.h of NCCL $want (PyTorch's) found" >&2; exit 1; }
+echo "nccl.h: $nccl_include (NCCL $want, as PyTorch)"
+export CMAKE_INCLUDE_PATH="$nccl_include"  # find_path reads it before its default hints
 TARGETS="densessm-train densessm-tokenizer densessm-prepare-data" bash tools/gpu.sh build
 export LD_LIBRARY_PATH="/tmp/densessm-debs/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
