@@ -34,3 +34,21 @@ pkg_check_modules(Zstd REQUIRED IMPORTED_TARGET libzstd)
 if(DENSESSM_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()
+
+# Data parallelism (src/train/distributed.cpp) uses LibTorch's c10d. Its Gloo and NCCL code is inside
+# libtorch_cpu / libtorch_cuda, but two of the headers it needs are not in the wheel:
+#  - Gloo's headers, which ProcessGroupGloo.hpp includes: Debian's libgloo-dev, headers only (tools/setup.sh
+#    unpacks them into $DENSESSM_DEPS/gloo; Debian's libgloo itself is never linked). Why a header version
+#    other than the one LibTorch was built with is safe here: the comment at the top of distributed.cpp.
+#  - nccl.h, for ProcessGroupNCCL.hpp: the CUDA toolkit's, or (better, the version LibTorch loads) the one of
+#    the PyTorch install's nvidia/nccl/include; set DENSESSM_NCCL_INCLUDE_DIR to choose.
+# Without Gloo's headers CPU training still works with one process; without nccl.h, CUDA training does.
+find_path(DENSESSM_GLOO_INCLUDE_DIR gloo/rendezvous/store.h HINTS "$ENV{DENSESSM_DEPS}/gloo/include" /opt/densessm-deps/gloo/include)
+set(DENSESSM_WITH_NCCL OFF)
+if(DENSESSM_WITH_CUDA)
+  find_path(DENSESSM_NCCL_INCLUDE_DIR nccl.h HINTS /usr/local/cuda/include)
+  if(DENSESSM_NCCL_INCLUDE_DIR)
+    set(DENSESSM_WITH_NCCL ON)
+  endif()
+endif()
+message(STATUS "DenseSSM: data parallelism over Gloo: ${DENSESSM_GLOO_INCLUDE_DIR}; over NCCL: ${DENSESSM_WITH_NCCL} (${DENSESSM_NCCL_INCLUDE_DIR})")

@@ -68,6 +68,7 @@ TEST(RunConfig, Errors) {
   expect_run_error(with(R"("batch_size": "8")"), "batch_size: expected an integer");
   expect_run_error(with(R"("precision": "fp8")"), "precision: must be fp32, bf16 or fp16");
   expect_run_error(with(R"("schedule": {"type": "step"})"), "schedule.type");
+  expect_run_error(with(R"("distributed_timeout_s": 0)"), "distributed_timeout_s: must be positive");
   expect_run_error(R"({"model": "tiny-dense-retnet.json", "data": "d", "output_dir": "o"})", "max_steps or max_tokens");
   expect_run_error(R"({"model": "nope.json", "data": "d", "output_dir": "o", "max_steps": 1})", "nope.json: cannot open", "nope.json");
   expect_run_error(R"({"model": {"architecture": "retnet"}, "data": "d", "output_dir": "o", "max_steps": 1})",

@@ -32,7 +32,7 @@ if [[ $mode == build || $mode == test || $mode == all ]]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDENSESSM_CUDA=ON -DTORCH_CUDA_ARCH_LIST=9.0a \
     -DCMAKE_PREFIX_PATH="$TORCH_CMAKE;$DEPS/usr" 2>&1 | tail -3
   cmake --build "$BUILD_DIR" -j "$(nproc)" --target ${TARGETS:-all} 2>&1 | tee "$OUT/build.log" | grep -E 'warning|error|FAILED' || true
-  test -x "$BUILD_DIR/tests/densessm_tests"
+  [[ $mode == build && -n ${TARGETS:-} ]] || test -x "$BUILD_DIR/tests/densessm_tests"
 fi
 if [[ $mode == test || $mode == all ]]; then
   ctest --test-dir "$BUILD_DIR" --output-on-failure -j 4 > "$OUT/ctest.log" 2>&1 || status=$?

@@ -63,4 +63,17 @@ else
   touch "$stamp"
   say "LibTorch installed in $DEPS/torch"
 fi
+# Gloo's headers only, for LibTorch's ProcessGroupGloo.hpp (the wheel has Gloo's code but not its headers).
+# Not installed as a package: Debian's libgloo library must never be linked next to LibTorch's own Gloo.
+GLOO_DEB=libgloo-dev=0.0~git20220518.5b14351-3
+if [[ -f "$DEPS/gloo/include/gloo/context.h" ]]; then
+  say "Gloo headers present in $DEPS/gloo"
+else
+  say "Gloo headers: unpacking $GLOO_DEB into $DEPS/gloo"
+  gloo_dl=$(mktemp -d)
+  (cd "$gloo_dl" && apt-get download -q "$GLOO_DEB" && dpkg -x libgloo-dev_*.deb unpacked)
+  mkdir -p "$DEPS/gloo"
+  cp -r "$gloo_dl/unpacked/usr/include" "$DEPS/gloo/"
+  rm -rf "$gloo_dl"
+fi
 say "done"

@@ -50,13 +50,14 @@ struct RunConfig {
   int64_t keep_checkpoints = 3;
   double initial_loss_scale = 65536;
   int64_t loss_scale_growth_interval = 2000;
+  int64_t distributed_timeout_s = 300;  ///< a multi-process run stops with an error when a rank is silent this long
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
 
-  /// Tokens of one optimizer step: batch_size x gradient_accumulation x block_size.
-  int64_t tokens_per_step() const { return batch_size * gradient_accumulation * block_size; }
+  /// Tokens of one optimizer step over all ranks: world_size x batch_size x gradient_accumulation x block_size.
+  int64_t tokens_per_step(int64_t world_size = 1) const { return world_size * batch_size * gradient_accumulation * block_size; }
   /// Optimizer steps of the whole run (max_steps, or max_tokens over the tokens of one step).
-  int64_t total_steps() const;
+  int64_t total_steps(int64_t world_size = 1) const;
 };
 
 /// Parses a run configuration. "model" is a path (relative to the run config's folder) or an embedded

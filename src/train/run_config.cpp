@@ -9,9 +9,9 @@ using json_config::json;
 using json_config::ObjectReader;
 using json_config::parse_json;
 
-int64_t RunConfig::total_steps() const {
+int64_t RunConfig::total_steps(int64_t world_size) const {
   if (max_steps > 0) return max_steps;
-  return (max_tokens + tokens_per_step() - 1) / tokens_per_step();
+  return (max_tokens + tokens_per_step(world_size) - 1) / tokens_per_step(world_size);
 }
 
 RunConfig parse_run_config(const std::string& json_text, const std::string& source, const std::string& base_dir) {
@@ -57,6 +57,7 @@ RunConfig parse_run_config(const std::string& json_text, const std::string& sour
   r.read("keep_checkpoints", c.keep_checkpoints);
   r.read("initial_loss_scale", c.initial_loss_scale);
   r.read("loss_scale_growth_interval", c.loss_scale_growth_interval);
+  r.read("distributed_timeout_s", c.distributed_timeout_s);
   {
     ObjectReader ro = r.child("optimizer");
     ro.read("lr", c.optimizer.lr);
@@ -96,6 +97,7 @@ RunConfig parse_run_config(const std::string& json_text, const std::string& sour
   check(c.checkpoint_every >= 0, "checkpoint_every", "must not be negative (0: only at the end)");
   check(c.keep_checkpoints > 0, "keep_checkpoints", "must be positive");
   check(c.initial_loss_scale > 0 && c.loss_scale_growth_interval > 0, "initial_loss_scale", "loss scaling values must be positive");
+  check(c.distributed_timeout_s > 0, "distributed_timeout_s", "must be positive (seconds)");
   check(c.optimizer.lr > 0, "optimizer.lr", "must be positive");
   check(c.optimizer.beta1 >= 0 && c.optimizer.beta1 < 1, "optimizer.beta1", "must be in [0, 1)");
   check(c.optimizer.beta2 >= 0 && c.optimizer.beta2 < 1, "optimizer.beta2", "must be in [0, 1)");
@@ -138,6 +140,7 @@ std::string to_json(const RunConfig& c) {
       {"keep_checkpoints", c.keep_checkpoints},
       {"initial_loss_scale", c.initial_loss_scale},
       {"loss_scale_growth_interval", c.loss_scale_growth_interval},
+      {"distributed_timeout_s", c.distributed_timeout_s},
       {"optimizer", {{"lr", c.optimizer.lr}, {"beta1", c.optimizer.beta1}, {"beta2", c.optimizer.beta2},
                      {"eps", c.optimizer.eps}, {"weight_decay", c.optimizer.weight_decay},
                      {"grad_clip", c.optimizer.grad_clip}}},

@@ -18,6 +18,7 @@
 #include "densessm/train.h"
 #include "json_reader.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 
 namespace densessm {
 namespace {
@@ -147,16 +148,31 @@ bool same_shape(ModelConfig a, ModelConfig b) {
 class Trainer {
  public:
   Trainer(const RunConfig& config, const TrainOptions& options)
-      : c_(config), options_(options), device_(config.device), model_(nullptr) {
+      : c_(config),
+        options_(options),
+        env_(distributed::Environment::from_process()),
+        device_(distributed::device_of_rank(config.device, env_)),
+        model_(nullptr) {
     if (device_.is_cuda() && !torch::cuda::is_available()) {
       throw std::runtime_error("device \"" + c_.device + "\": no CUDA device is available");
+    }
+    if (env_.enabled()) {
+      group_ = std::make_unique<distributed::ProcessGroup>(env_, device_, std::chrono::seconds(c_.distributed_timeout_s));
     }
     torch::manual_seed(c_.seed);
     model_ = CausalLM(c_.model);
     if (!c_.init_from.empty()) initialise_from(c_.init_from);
     model_->to(device_);
     build_optimizer();
+    if (group_) {
+      std::vector<torch::Tensor> state = parameters_;
+      for (const auto& buffer : model_->buffers()) state.push_back(buffer);
+      group_->broadcast_from_first(state);
+      reducer_ = std::make_unique<distributed::GradientReducer>(*group_, parameters_, kBucketBytes);
+    }
     LoaderOptions lo;
+    lo.rank = env_.rank;
+    lo.world_size = env_.world_size;
     lo.dataset_dir = c_.data;
     lo.batch_size = c_.batch_size;
     lo.block_size = c_.block_size;
@@ -180,17 +196,19 @@ class Trainer {
     scaler_.enabled = c_.precision == "fp16";
     scaler_.scale = scaler_.enabled ? c_.initial_loss_scale : 1.0;
     scaler_.growth_interval = c_.loss_scale_growth_interval;
-    total_steps_ = c_.total_steps();
+    total_steps_ = c_.total_steps(env_.world_size);
   }
 
   int64_t run() {
     fs::create_directories(c_.output_dir);
     if (options_.resume) resume();
-    metrics_.open(c_.output_dir + "/metrics.jsonl", std::ios::app);
-    if (!metrics_) throw std::runtime_error(c_.output_dir + "/metrics.jsonl: cannot open");
+    if (env_.rank == 0) {  // the other ranks' results are rank 0's (the metrics are averaged over the ranks)
+      metrics_.open(c_.output_dir + "/metrics.jsonl", std::ios::app);
+      if (!metrics_) throw std::runtime_error(c_.output_dir + "/metrics.jsonl: cannot open");
+    }
     log::info(c_.model.name.empty() ? "model" : c_.model.name, ": ", model_->num_parameters(), " parameters on ",
-              c_.device, " (", c_.precision, "), ", total_steps_, " steps of ",
-              c_.tokens_per_step(), " tokens",
+              device_, " (", c_.precision, "), ", total_steps_, " steps of ", c_.tokens_per_step(env_.world_size),
+              " tokens", env_.enabled() ? " over " + std::to_string(env_.world_size) + " ranks" : std::string(),
               step_ > 0 ? ", resuming at step " + std::to_string(step_) : std::string());
     SignalGuard signals;
     const int64_t first = step_;
@@ -198,9 +216,10 @@ class Trainer {
     auto window_start = start;
     int64_t window_tokens = 0;
     while (step_ < total_steps_) {
-      const auto [loss, grad_norm] = train_step();
-      window_tokens += c_.tokens_per_step();
+      auto [loss, grad_norm] = train_step();
+      window_tokens += c_.tokens_per_step(env_.world_size);
       if (step_ % c_.log_every == 0 || step_ == total_steps_) {
+        if (group_) loss = group_->average(loss);
         const auto now = Clock::now();
         const double elapsed = std::chrono::duration<double>(now - start).count();
         const double rate = static_cast<double>(window_tokens) / std::chrono::duration<double>(now - window_start).count();
@@ -214,7 +233,8 @@ class Trainer {
         window_tokens = 0;
       }
       if (validation_data_ && c_.eval_every > 0 && (step_ % c_.eval_every == 0 || step_ == total_steps_)) evaluate();
-      const bool stop = g_signal.load() != 0 || (options_.stop_after > 0 && step_ - first >= options_.stop_after);
+      bool stop = g_signal.load() != 0 || (options_.stop_after > 0 && step_ - first >= options_.stop_after);
+      if (group_) stop = group_->any(stop);  // all ranks stop after the same step
       if ((c_.checkpoint_every > 0 && step_ % c_.checkpoint_every == 0) || step_ == total_steps_ || stop) save();
       if (stop) {
         log::info(g_signal.load() ? "stopped by signal " + std::to_string(g_signal.load()) : std::string("stopped"),
@@ -273,9 +293,13 @@ class Trainer {
     double loss_sum = 0;
     for (int64_t micro = 0; micro < c_.gradient_accumulation; ++micro) {
       auto loss = loss_of(train_data_->next(), forward) / static_cast<double>(c_.gradient_accumulation);
+      if (reducer_ && micro == c_.gradient_accumulation - 1) reducer_->arm();
       (loss * scaler_.scale).backward();
       loss_sum += loss.item<double>();
     }
+    // From here on every rank holds the same averaged gradients, so clipping and the fp16 overflow
+    // decision (an overflow on any rank makes the sum non-finite everywhere) agree without more messages.
+    if (reducer_) reducer_->finish();
     double grad_norm = NAN;
     if (scaler_.unscale(parameters_)) {
       const double clip = c_.optimizer.grad_clip > 0 ? c_.optimizer.grad_clip : INFINITY;
@@ -283,7 +307,7 @@ class Trainer {
       optimizer_->step();
     }
     ++step_;
-    tokens_ += c_.tokens_per_step();
+    tokens_ += c_.tokens_per_step(env_.world_size);
     return {loss_sum, grad_norm};
   }
 
@@ -294,17 +318,25 @@ class Trainer {
     const int64_t batches = std::min<int64_t>(c_.eval_batches, static_cast<int64_t>(validation_data_->batches_per_epoch()));
     double total = 0;
     for (int64_t i = 0; i < batches; ++i) total += loss_of(validation_data_->next(), {}).item<double>();
-    const double loss = total / static_cast<double>(batches);
+    double loss = total / static_cast<double>(batches);
+    if (group_) loss = group_->average(loss);  // each rank evaluated its own part of the global batches
     log::info("step ", step_, " | validation loss ", fixed(loss, 4), " | perplexity ", fixed(std::exp(loss), 2));
     record({{"step", step_}, {"validation_loss", loss}, {"validation_perplexity", std::exp(loss)}, {"tokens", tokens_}});
   }
 
   void record(const nlohmann::json& entry) {
+    if (!metrics_.is_open()) return;
     metrics_ << entry.dump() << "\n";
     metrics_.flush();
   }
 
+  // Rank 0 writes (every rank holds the same model, optimizer and generator states); the others wait.
   void save() {
+    if (env_.rank == 0) write_state();
+    if (group_) group_->barrier();
+  }
+
+  void write_state() {
     const auto position = train_data_->position();
     const std::string folder = write_checkpoint(c_.output_dir, step_, c_.keep_checkpoints, [&](const std::string& dir) {
       torch::save(model_, dir + "/model.pt");
@@ -316,6 +348,8 @@ class Trainer {
                                     {"loss_scale", scaler_.scale},
                                     {"good_steps", scaler_.good_steps},
                                     {"skipped_steps", scaler_.skipped_steps},
+                                    {"world_size", env_.world_size},
+                                    {"batch_size", c_.batch_size},
                                     {"loader_epoch", position.epoch},
                                     {"loader_batch", position.batch}};
       write_text(dir + "/state.json", state.dump(2) + "\n");
@@ -372,6 +406,7 @@ class Trainer {
       scaler_.scale = s.at("loss_scale").get<double>();
       scaler_.good_steps = s.at("good_steps").get<int64_t>();
       scaler_.skipped_steps = s.at("skipped_steps").get<int64_t>();
+      check_global_batch(dir, s.value("world_size", int64_t{1}), s.value("batch_size", c_.batch_size));
       train_data_->set_position({s.at("loader_epoch").get<uint64_t>(), s.at("loader_batch").get<uint64_t>()});
     } catch (const nlohmann::json::exception& e) {
       throw std::runtime_error(dir + "/state.json: corrupt: " + e.what());
@@ -379,13 +414,28 @@ class Trainer {
     log::info("resumed from ", dir);
   }
 
+  // The loader's position counts global batches of world_size x batch_size blocks, so a checkpoint
+  // continues exactly under another world size as long as that product stays the same.
+  void check_global_batch(const std::string& dir, int64_t saved_world_size, int64_t saved_batch_size) const {
+    if (saved_world_size * saved_batch_size == env_.world_size * c_.batch_size) return;
+    throw std::runtime_error(dir + ": written by " + std::to_string(saved_world_size) + " rank(s) x batch_size " +
+                             std::to_string(saved_batch_size) + "; this run has " + std::to_string(env_.world_size) +
+                             " x " + std::to_string(c_.batch_size) + ". Keep world size x batch_size equal (" +
+                             std::to_string(saved_world_size * saved_batch_size) + ") to resume");
+  }
+
+  static constexpr int64_t kBucketBytes = 25 << 20;  // PyTorch DDP's default bucket size
+
   RunConfig c_;
   TrainOptions options_;
+  distributed::Environment env_;
   torch::Device device_;
   CausalLM model_;
   std::vector<torch::Tensor> parameters_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   std::unique_ptr<DataLoader> train_data_, validation_data_;
+  std::unique_ptr<distributed::ProcessGroup> group_;  // null in a single-process run
+  std::unique_ptr<distributed::GradientReducer> reducer_;
   LossScaler scaler_;
   std::string tokenizer_path_;
   std::ofstream metrics_;

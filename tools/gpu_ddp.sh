@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Run ON A GPU MACHINE WITH 2 GPUS (the `run` tool's kind nvidia-h200-x2), from the repository root with
+# .debs carried: builds densessm-train for sm_90a against the machine's PyTorch LibTorch and NCCL, then
+# trains configs/dense-retnet-350m.json for STEPS steps on 1 GPU and, data parallel over NCCL with the same
+# batch per GPU, on 2 GPUs, and prints the tokens/s of each and their ratio (issue 6's scaling figure).
+#   STEPS (default 60), BATCH per GPU (default 8), BLOCK (default 2048), PRECISION (default bf16).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Never NVLink multicast on shared GPUs (see the device notes): every process inherits these.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+STEPS=${STEPS:-60} BATCH=${BATCH:-8} BLOCK=${BLOCK:-2048} PRECISION=${PRECISION:-bf16}
+OUT=${OUT:-/tmp/densessm-out}
+BUILD_DIR=${BUILD_DIR:-build-gpu}
+mkdir -p "$OUT"
+gpus=$(nvidia-smi -L | wc -l)
+(( gpus >= 2 )) || { echo "gpu_ddp.sh: needs 2 GPUs, found $gpus" >&2; exit 1; }
+
+# nccl.h of the NCCL version this PyTorch was built with (ProcessGroupNCCL's options embed its
+# ncclConfig_t; densessm-train checks the match at start): the first candidate of that major.minor.
+want=$(python3 -c 'import torch; v = torch.cuda.nccl.version(); print(v[0], v[1])')
+candidates=$(python3 -c 'import nvidia; print(*nvidia.__path__, sep="\n")' 2>/dev/null | xargs -r -I{} find {} -name nccl.h -printf '%h\n' 2>/dev/null || true)
+nccl_include=
+for dir in $candidates /usr/local/cuda/include /usr/include; do
+  [[ -f $dir/nccl.h ]] || continue
+  have=$(awk '/^#define NCCL_MAJOR/{a=$3} /^#define NCCL_MINOR/{b=$3} END{print a, b}' "$dir/nccl.h")
+  if [[ $have == "$want" ]]; then nccl_include=$dir; break; fi
+done
+[[ -n $nccl_include ]] || { echo "gpu_ddp.sh: no nccl.h of NCCL $want (PyTorch's) found" >&2; exit 1; }
+echo "nccl.h: $nccl_include (NCCL $want, as PyTorch)"
+export CMAKE_INCLUDE_PATH="$nccl_include"  # find_path reads it before its default hints
+TARGETS="densessm-train densessm-tokenizer densessm-prepare-data" bash tools/gpu.sh build
+export LD_LIBRARY_PATH="/tmp/densessm-debs/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+W=/tmp/densessm-ddp
+rm -rf "$W" && mkdir -p "$W"
+cat /usr/share/common-licenses/* > "$W/corpus.txt"
+"$BUILD_DIR/densessm-tokenizer" train --input "$W/corpus.txt" --model-prefix "$W/tok" --vocab-size 2048 2>&1 | tail -1
+"$BUILD_DIR/densessm-prepare-data" "$W/corpus.txt" --tokenizer "$W/tok.model" --output "$W/data" --validation-percent 5
+
+# Mean tokens/s of the logged windows after the first third of the run (start-up and warm-up excluded).
+rate() {
+  python3 -c 'import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if "tokens_per_second" in l]
+rows = [r["tokens_per_second"] for r in rows if r["step"] > int(sys.argv[2]) // 3]
+print(round(sum(rows) / len(rows)))' "$1" "$STEPS"
+}
+for n in 1 2; do
+  cat > "$W/run-$n.json" <<JSON
+{"model": "$PWD/configs/dense-retnet-350m.json", "data": "$W/data", "output_dir": "$W/train-$n",
+ "device": "cuda", "precision": "$PRECISION", "batch_size": $BATCH, "gradient_accumulation": 1, "block_size": $BLOCK,
+ "max_steps": $STEPS, "log_every": 5, "eval_every": 0, "checkpoint_every": 0, "keep_checkpoints": 1}
+JSON
+  launcher=()
+  (( n > 1 )) && launcher=(--nproc-per-node "$n")
+  echo "== $n GPU(s): densessm-train ${launcher[*]} --config run-$n.json (batch $BATCH x block $BLOCK per GPU, $PRECISION)"
+  "$BUILD_DIR/densessm-train" "${launcher[@]}" --config "$W/run-$n.json" 2>&1 | tee "$OUT/ddp-$n.log" | grep -E 'parameters|step [0-9]+/|error' | tail -4
+  cp "$W/train-$n/metrics.jsonl" "$OUT/metrics-$n.jsonl"
+done
+one=$(rate "$W/train-1/metrics.jsonl")
+two=$(rate "$W/train-2/metrics.jsonl")
+echo "tokens/s: 1 GPU $one, 2 GPUs $two, speed-up $(python3 -c "print(f'{$two / $one:.3f}')")x"
