@@ -99,7 +99,7 @@ class ChunkRetention : public torch::autograd::Function<ChunkRetention> {
                                              grad_q.data_ptr(),
                                              grad_k.data_ptr(),
                                              grad_v.data_ptr(),
-                                             grad_initial.defined() ? grad_initial.data_ptr<float>() : nullptr,
+                                             pointer_or_null<float>(grad_initial),
                                              workspace.data_ptr()};
     check(kernels::chunk_retention_backward(p, c10::cuda::getCurrentCUDAStream()), "chunk_retention_backward");
     return {grad_q, grad_k, grad_v, grad_initial, torch::Tensor(), torch::Tensor()};
