@@ -78,11 +78,13 @@ TEST_F(CausalConv1dKernel, ForwardAndBackwardMatchTheReference) {
             std::ostringstream what;
             what << dtype << " W=" << W << " B=" << s.B << " C=" << s.C << " T=" << s.T << (with_state ? " from a state" : "")
                  << (with_bias ? " with bias" : "");
-            const auto sums = partial.sum({0, 2});  // (C, W + 1)
+            const auto sums = partial.sum(torch::IntArrayRef{0, 2});  // (C, W + 1)
             EXPECT_LT(relative_error(out, expected), tolerance(dtype)) << what.str();
             EXPECT_LT(relative_error(grad_x, rx.grad()), tolerance(dtype)) << what.str() << ": x";
             EXPECT_LT(relative_error(sums.narrow(1, 0, W), rw.grad()), tolerance(dtype)) << what.str() << ": weight";
-            if (with_bias) EXPECT_LT(relative_error(sums.select(1, W), rb.grad()), tolerance(dtype)) << what.str() << ": bias";
+            if (with_bias) {
+              EXPECT_LT(relative_error(sums.select(1, W), rb.grad()), tolerance(dtype)) << what.str() << ": bias";
+            }
           }
         }
       }

@@ -53,7 +53,7 @@ class CausalConv1dFunction : public torch::autograd::Function<CausalConv1dFuncti
     kernels::ConvBackwardParams q{conv_params(x, w, b, torch::Tensor()), gy.data_ptr(), gx.data_ptr(),
                                   partial.data_ptr<float>()};
     check(kernels::causal_conv1d_backward(q, c10::cuda::getCurrentCUDAStream()), "causal_conv1d backward");
-    auto sums = partial.sum({0, 2});  // (C, W + 1)
+    auto sums = partial.sum(torch::IntArrayRef{0, 2});  // (C, W + 1)
     return {gx, sums.narrow(1, 0, W).to(weight.scalar_type()),
             bias.defined() ? sums.select(1, W).to(bias.scalar_type()) : torch::Tensor()};
   }

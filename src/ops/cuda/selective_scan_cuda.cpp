@@ -52,10 +52,6 @@ torch::Tensor scan_forward(const ScanInputs& in, const torch::Tensor& initial, t
   return y;
 }
 
-torch::Tensor cast_like(const torch::Tensor& grad, const torch::Tensor& input) {
-  return input.defined() ? grad.to(input.scalar_type()) : torch::Tensor();
-}
-
 // Autograd around the kernels for the sequence without a state (training). The inputs it saves are the
 // prepared ones: the backward needs them contiguous anyway.
 class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunction> {
