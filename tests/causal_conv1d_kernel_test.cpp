@@ -96,7 +96,7 @@ TEST_F(CausalConv1dKernel, OperatorUsesTheKernelsWithAutogradAndState) {
   ASSERT_TRUE(kernels_enabled());
   const auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
   // x (B, C, T) with channels innermost, as the Mamba block passes it.
-  auto x = torch::randn({2, 19, 24}, o).transpose(1, 2).contiguous().transpose(1, 2).detach().requires_grad_(true);
+  auto x = torch::randn({2, 19, 24}, o).transpose(1, 2).detach().requires_grad_(true);  // (B, C, T) = (2, 24, 19)
   auto weight = torch::randn({24, 4}, o).requires_grad_(true), bias = torch::randn({24}, o).requires_grad_(true);
   const auto grad_out = torch::randn({2, 24, 19}, o);
   auto run = [&] {
