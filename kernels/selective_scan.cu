@@ -28,9 +28,9 @@ struct Layout {
   static constexpr int kThreads = kChannels * G;
 };
 
-// Forward: 16 states per thread, chunks of 32 steps, blocks of 64 threads (B*C/64 blocks of two warps: the
+// Forward: 16 states per thread, chunks of 16 steps, blocks of 64 threads (B*C/64 blocks of two warps: the
 // work has one thread per channel, and more, smaller blocks keep their load phases out of step).
-constexpr int kForwardChunk = 32;
+constexpr int kForwardChunk = 16;
 constexpr int kForwardThreads = 64;
 // Backward: 4 states per thread so that a chunk of 16 steps of states fits in registers; 256 threads.
 constexpr int kBackwardStates = 4;
@@ -48,23 +48,58 @@ __device__ __forceinline__ ThreadPlace place() {
   return {lane, warp % G, (warp / G) * 32 + lane};
 }
 
-// Loads a chunk of u and the effective delta (bias and softplus applied) for `channels` channels into
-// shared memory rows of `stride` floats; zeros past the sequence's end or the last channel, so a padded
-// step leaves the state unchanged (delta 0: decay 1, input 0). `delta_grad` (optional) receives
-// d delta_eff / d delta.
-template <typename T, int K>
-__device__ void load_channel_chunk(const ScanParams& p, int64_t b, int64_t c0, int64_t t0, int channels, int stride,
-                                   float* su, float* sd, float* delta_grad) {
-  const T* u = static_cast<const T*>(p.u);
-  const T* delta = static_cast<const T*>(p.delta);
-  for (int i = threadIdx.x; i < channels * K; i += blockDim.x) {
-    const int cc = i / K, tt = i % K;
-    const int64_t c = c0 + cc, t = t0 + tt;
+// One thread's share of a chunk of `kRows` rows x K steps of a (rows, steps) tensor, kept in registers as
+// loaded: the next chunk's loads are issued before the current chunk is computed and only consumed after
+// it, so their latency hides behind the arithmetic (the blocks are few: one thread per channel). A thread
+// always takes the same step of the chunk and every (kThreads / K)-th row, so its offsets are few and
+// 32-bit (selective_scan_forward checks that a row block of steps fits).
+template <typename T, int kRows, int K, int kThreads>
+struct ChunkShare {
+  static_assert(kThreads % K == 0, "a thread keeps one step of the chunk");
+  static constexpr int kElements = kRows * K;
+  static constexpr int kPer = (kElements + kThreads - 1) / kThreads;
+  static constexpr int kRowStep = kThreads / K;
+  static constexpr int kRowsTotal = kRows;
+  T v[kPer];
+
+  __device__ static int row(int j) { return static_cast<int>(threadIdx.x) / K + j * kRowStep; }
+  __device__ static int step() { return static_cast<int>(threadIdx.x) % K; }
+  /// Whether element j lies inside the tensor, given how many rows and steps are left from the chunk's
+  /// corner.
+  __device__ static bool inside(int j, int64_t rows_left, int64_t steps_left) {
+    return row(j) < kRows && row(j) < rows_left && step() < steps_left;
+  }
+  /// `corner` points at the chunk's first row and step.
+  __device__ void load(const T* corner, int64_t steps, int64_t rows_left, int64_t steps_left) {
+    const int stride = static_cast<int>(steps);
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      if (inside(j, rows_left, steps_left)) v[j] = corner[row(j) * stride + step()];
+    }
+  }
+  /// Element j as float, zero outside the tensor.
+  __device__ float get(int j, int64_t rows_left, int64_t steps_left) const {
+    return inside(j, rows_left, steps_left) ? to_float(v[j]) : 0.0f;
+  }
+};
+
+// Writes a chunk share of u and delta to shared rows (channel, step) of `stride` floats: u, the effective
+// delta (bias and softplus applied once per element) and, when wanted, d delta_eff / d delta. Zeros past
+// the sequence's end or the last channel, so a padded step leaves the state unchanged (delta 0: decay 1,
+// input 0).
+template <typename Share>
+__device__ void store_channels(const ScanParams& p, const Share& u, const Share& delta, int64_t c0, int64_t t0,
+                               int stride, float* su, float* sd, float* delta_grad) {
+  const int tt = Share::step();
+#pragma unroll
+  for (int j = 0; j < Share::kPer; ++j) {
+    const int cc = Share::row(j);
+    if (cc >= Share::kRowsTotal) continue;
+    const bool in = Share::inside(j, p.channels - c0, p.length - t0);
     float uv = 0.0f, dv = 0.0f, grad = 0.0f;
-    if (c < p.channels && t < p.length) {
-      const int64_t o = (b * p.channels + c) * p.length + t;
-      uv = to_float(u[o]);
-      const float raw = to_float(delta[o]) + (p.delta_bias ? p.delta_bias[c] : 0.0f);
+    if (in) {
+      uv = to_float(u.v[j]);
+      const float raw = to_float(delta.v[j]) + (p.delta_bias ? p.delta_bias[c0 + cc] : 0.0f);
       dv = p.delta_softplus ? softplus(raw) : raw;
       if (delta_grad) grad = p.delta_softplus ? sigmoid(raw) : 1.0f;
     }
@@ -74,22 +109,17 @@ __device__ void load_channel_chunk(const ScanParams& p, int64_t b, int64_t c0, i
   }
 }
 
-// Loads a chunk of Bm (and Cm when sc is given) as [step][state] rows of `states` floats, zero-padded.
-template <typename T, int K>
-__device__ void load_state_chunk(const ScanParams& p, int64_t b, int64_t t0, int states, float* sb, float* sc) {
-  const T* Bm = static_cast<const T*>(p.Bm);
-  const T* Cm = static_cast<const T*>(p.Cm);
-  for (int i = threadIdx.x; i < states * K; i += blockDim.x) {
-    const int n = i / K, tt = i % K;
-    const int64_t t = t0 + tt;
-    float bv = 0.0f, cv = 0.0f;
-    if (n < p.state_size && t < p.length) {
-      const int64_t o = (b * p.state_size + n) * p.length + t;
-      bv = to_float(Bm[o]);
-      if (sc) cv = to_float(Cm[o]);
-    }
-    sb[tt * states + n] = bv;
-    if (sc) sc[tt * states + n] = cv;
+// Writes a chunk share of Bm (and Cm when given) as [step][state] rows of `states` floats, zero-padded.
+template <typename Share>
+__device__ void store_states(const ScanParams& p, const Share& Bm, const Share* Cm, int64_t t0, int states,
+                             float* sb, float* sc) {
+  const int tt = Share::step();
+#pragma unroll
+  for (int j = 0; j < Share::kPer; ++j) {
+    const int n = Share::row(j);
+    if (n >= Share::kRowsTotal) continue;
+    sb[tt * states + n] = Bm.get(j, p.state_size, p.length - t0);
+    if (Cm) sc[tt * states + n] = Cm->get(j, p.state_size, p.length - t0);
   }
 }
 
@@ -101,7 +131,8 @@ scan_forward_kernel(const ScanParams p) {
   extern __shared__ float4 shared4[];
   float* su = reinterpret_cast<float*>(shared4);  // (CH, S) u
   float* sd = su + CH * S;                        // (CH, S) effective delta
-  float* sy = sd + CH * S;                        // (CH, S) Cm . h, summed over the slices
+  float* sz = sd + CH * S;                        // (CH, S) z
+  float* sy = sz + CH * S;                        // (CH, S) Cm . h, summed over the slices
   float* sb = sy + CH * S;                        // (K, NP) Bm
   float* sc = sb + K * NP;                        // (K, NP) Cm
 
@@ -117,17 +148,37 @@ scan_forward_kernel(const ScanParams p) {
     A2[n] = valid ? p.A[c * N + state] * kLog2e : 0.0f;
     h[n] = valid && p.initial_state ? p.initial_state[(b * C + c) * N + state] : 0.0f;
   }
-  const T* z = static_cast<const T*>(p.z);
+  const T* u = static_cast<const T*>(p.u) + b * C * steps;
+  const T* delta = static_cast<const T*>(p.delta) + b * C * steps;
+  const T* z = p.z ? static_cast<const T*>(p.z) + b * C * steps : nullptr;
+  const T* Bm = static_cast<const T*>(p.Bm) + b * N * steps;
+  const T* Cm = static_cast<const T*>(p.Cm) + b * N * steps;
   T* out = static_cast<T*>(p.out);
 
+  ChunkShare<T, CH, K, L::kThreads> next_u, next_delta, next_z;
+  ChunkShare<T, NP, K, L::kThreads> next_B, next_C;
+  auto prefetch = [&](int64_t t0) {
+    next_u.load(u + c0 * steps + t0, steps, C - c0, steps - t0);
+    next_delta.load(delta + c0 * steps + t0, steps, C - c0, steps - t0);
+    if (z) next_z.load(z + c0 * steps + t0, steps, C - c0, steps - t0);
+    next_B.load(Bm + t0, steps, N, steps - t0);
+    next_C.load(Cm + t0, steps, N, steps - t0);
+  };
+  prefetch(0);
   for (int64_t t0 = 0; t0 < steps; t0 += K) {
     __syncthreads();  // the previous chunk's epilogue is done with the shared rows
-    load_channel_chunk<T, K>(p, b, c0, t0, CH, S, su, sd, nullptr);
-    load_state_chunk<T, K>(p, b, t0, NP, sb, sc);
+    store_channels(p, next_u, next_delta, c0, t0, S, su, sd, nullptr);
+#pragma unroll
+    for (int j = 0; j < decltype(next_z)::kPer; ++j) {
+      const int cc = decltype(next_z)::row(j), tt = decltype(next_z)::step();
+      if (cc < CH) sz[cc * S + tt] = z ? next_z.get(j, C - c0, steps - t0) : 0.0f;
+    }
+    store_states(p, next_B, &next_C, t0, NP, sb, sc);
     if (G > 1) {
       for (int i = threadIdx.x; i < CH * S; i += blockDim.x) sy[i] = 0.0f;
     }
     __syncthreads();
+    if (t0 + K < steps) prefetch(t0 + K);
     const float* row_u = su + at.local_channel * S;
     const float* row_d = sd + at.local_channel * S;
 #pragma unroll 2
@@ -159,10 +210,9 @@ scan_forward_kernel(const ScanParams p) {
       const int cc = i / K, tt = i % K;
       const int64_t cg = c0 + cc, t = t0 + tt;
       if (cg >= C || t >= steps) continue;
-      const int64_t o = (b * C + cg) * steps + t;
       float y = sy[cc * S + tt] + (p.D ? p.D[cg] * su[cc * S + tt] : 0.0f);
-      if (z) y *= silu(to_float(z[o]));
-      out[o] = from_float<T>(y);
+      if (z) y *= silu(sz[cc * S + tt]);
+      out[(b * C + cg) * steps + t] = from_float<T>(y);
     }
   }
   if (p.final_state && active) {
@@ -214,7 +264,7 @@ constexpr int backward_shared_floats() {
 }
 
 template <typename T, int G>
-__global__ void __launch_bounds__(BackwardLayout<G>::kThreads)
+__global__ void __launch_bounds__(BackwardLayout<G>::kThreads, G == 4 || G == 8 ? 2 : 1)
 scan_backward_kernel(const ScanBackwardParams q) {
   using L = BackwardLayout<G>;
   constexpr int NS = kBackwardStates, K = kBackwardChunk, S = K + 1, NP = L::kStates, CH = L::kChannels;
@@ -239,14 +289,11 @@ scan_backward_kernel(const ScanBackwardParams q) {
   const int64_t C = p.channels, steps = p.length, N = p.state_size;
   const int64_t chunks = (steps + K - 1) / K;
   const bool active = c < C;
-  float A[NS], A2[NS], h0[NS];
+  float A[NS];  // registers are tight here: A only, scaled to log2 units per step
 #pragma unroll
   for (int n = 0; n < NS; ++n) {
     const int64_t state = at.slice * NS + n;
-    const bool valid = active && state < N;
-    A[n] = valid ? p.A[c * N + state] : 0.0f;
-    A2[n] = A[n] * kLog2e;
-    h0[n] = valid && p.initial_state ? p.initial_state[(b * C + c) * N + state] : 0.0f;
+    A[n] = active && state < N ? p.A[c * N + state] : 0.0f;
   }
   for (int i = threadIdx.x; i < 2 * CH; i += blockDim.x) sacc[i] = 0.0f;
   // Checkpoint of chunk k: the state before its first step, (B, chunks, G, C, NS).
@@ -255,54 +302,83 @@ scan_backward_kernel(const ScanBackwardParams q) {
   };
   const float* row_u = su + at.local_channel * S;
   const float* row_d = sd + at.local_channel * S;
+  // The state before chunk k: the initial state (or zeros) or the chunk's checkpoint.
+  auto chunk_start = [&](int64_t k) {
+    if (k > 0) return active ? *checkpoint(k) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float h[NS];
+#pragma unroll
+    for (int n = 0; n < NS; ++n) {
+      const int64_t state = at.slice * NS + n;
+      h[n] = active && state < N && p.initial_state ? p.initial_state[(b * C + c) * N + state] : 0.0f;
+    }
+    return make_float4(h[0], h[1], h[2], h[3]);
+  };
+  const T* u = static_cast<const T*>(p.u) + b * C * steps;
+  const T* delta = static_cast<const T*>(p.delta) + b * C * steps;
+  const T* z = p.z ? static_cast<const T*>(p.z) + b * C * steps : nullptr;
+  const T* gy = static_cast<const T*>(q.grad_out) + b * C * steps;
+  const T* Bm = static_cast<const T*>(p.Bm) + b * N * steps;
+  const T* Cm = static_cast<const T*>(p.Cm) + b * N * steps;
+  ChunkShare<T, CH, K, L::kThreads> next_u, next_delta, next_gy, next_z;
+  ChunkShare<T, NP, K, L::kThreads> next_B, next_C;
 
   // Pass 1: the states at the chunk boundaries.
   {
-    float h[NS];
-#pragma unroll
-    for (int n = 0; n < NS; ++n) h[n] = h0[n];
+    auto prefetch = [&](int64_t t0) {
+      next_u.load(u + c0 * steps + t0, steps, C - c0, steps - t0);
+      next_delta.load(delta + c0 * steps + t0, steps, C - c0, steps - t0);
+      next_B.load(Bm + t0, steps, N, steps - t0);
+    };
+    const float4 initial = chunk_start(0);
+    float h[NS] = {initial.x, initial.y, initial.z, initial.w};
+    if (chunks > 1) prefetch(0);
     for (int64_t k = 0; k + 1 < chunks; ++k) {
       __syncthreads();
-      load_channel_chunk<T, K>(p, b, c0, k * K, CH, S, su, sd, nullptr);
-      load_state_chunk<T, K>(p, b, k * K, NP, sb, nullptr);
+      store_channels(p, next_u, next_delta, c0, k * K, S, su, sd, nullptr);
+      store_states(p, next_B, static_cast<decltype(next_C)*>(nullptr), k * K, NP, sb, nullptr);
       __syncthreads();
+      if (k + 2 < chunks) prefetch((k + 1) * K);
 #pragma unroll 4
       for (int tt = 0; tt < K; ++tt) {
-        const float dt = row_d[tt], du = dt * row_u[tt];
+        const float dt = row_d[tt], du = dt * row_u[tt], dt2 = dt * kLog2e;
         const float4 bv = *reinterpret_cast<const float4*>(sb + tt * NP + at.slice * NS);
         const float bs[4] = {bv.x, bv.y, bv.z, bv.w};
 #pragma unroll
-        for (int n = 0; n < NS; ++n) h[n] = fast_exp2(dt * A2[n]) * h[n] + du * bs[n];
+        for (int n = 0; n < NS; ++n) h[n] = fast_exp2(dt2 * A[n]) * h[n] + du * bs[n];
       }
       if (active) *checkpoint(k + 1) = make_float4(h[0], h[1], h[2], h[3]);
     }
   }
 
   // Pass 2: the chunks backwards. carry = exp(delta_{t+1} A) dL/dh_{t+1}, the state gradient flowing back.
-  const T* gy = static_cast<const T*>(q.grad_out);
-  const T* z = static_cast<const T*>(p.z);
+  auto prefetch = [&](int64_t t0) {
+    next_u.load(u + c0 * steps + t0, steps, C - c0, steps - t0);
+    next_delta.load(delta + c0 * steps + t0, steps, C - c0, steps - t0);
+    next_gy.load(gy + c0 * steps + t0, steps, C - c0, steps - t0);
+    if (z) next_z.load(z + c0 * steps + t0, steps, C - c0, steps - t0);
+    next_B.load(Bm + t0, steps, N, steps - t0);
+    next_C.load(Cm + t0, steps, N, steps - t0);
+  };
   float carry[NS], gA[NS];
 #pragma unroll
   for (int n = 0; n < NS; ++n) carry[n] = gA[n] = 0.0f;
+  prefetch((chunks - 1) * K);
+  float4 next_start = chunk_start(chunks - 1);
   for (int64_t k = chunks - 1; k >= 0; --k) {
     const int64_t t0 = k * K;
     __syncthreads();
-    load_channel_chunk<T, K>(p, b, c0, t0, CH, S, su, sd, sdd);
-    load_state_chunk<T, K>(p, b, t0, NP, sb, sc);
-    for (int i = threadIdx.x; i < CH * K; i += blockDim.x) {
-      const int cc = i / K, tt = i % K;
-      const int64_t cg = c0 + cc, t = t0 + tt;
-      float gs = 0.0f, gz = 0.0f;
-      if (cg < C && t < steps) {
-        const int64_t o = (b * C + cg) * steps + t;
-        const float g = to_float(gy[o]);
-        if (z) {
-          const float zv = to_float(z[o]);
-          gs = g * silu(zv);
-          gz = g * silu_grad(zv);
-        } else {
-          gs = g;
-        }
+    store_channels(p, next_u, next_delta, c0, t0, S, su, sd, sdd);
+    store_states(p, next_B, &next_C, t0, NP, sb, sc);
+#pragma unroll
+    for (int j = 0; j < decltype(next_gy)::kPer; ++j) {
+      const int cc = decltype(next_gy)::row(j), tt = decltype(next_gy)::step();
+      if (cc >= CH) continue;
+      const float g = next_gy.get(j, C - c0, steps - t0);
+      float gs = g, gz = 0.0f;
+      if (z) {
+        const float zv = next_z.get(j, C - c0, steps - t0);
+        gs = g * silu(zv);
+        gz = g * silu_grad(zv);
       }
       const int at_row = cc * S + tt;
       sgs[at_row] = gs;
@@ -310,48 +386,38 @@ scan_backward_kernel(const ScanBackwardParams q) {
       ss[at_row] = sgd[at_row] = sgu[at_row] = 0.0f;
     }
     __syncthreads();
+    const float4 start = next_start;
+    if (k > 0) {
+      prefetch(t0 - K);
+      next_start = chunk_start(k - 1);
+    }
 
     // Recompute the chunk's states from its checkpoint.
     float hs[K][NS];
     {
-      float h[NS];
-      if (k == 0) {
-#pragma unroll
-        for (int n = 0; n < NS; ++n) h[n] = h0[n];
-      } else {
-        const float4 v = active ? *checkpoint(k) : make_float4(0.f, 0.f, 0.f, 0.f);
-        h[0] = v.x, h[1] = v.y, h[2] = v.z, h[3] = v.w;
-      }
+      float h[NS] = {start.x, start.y, start.z, start.w};
 #pragma unroll
       for (int tt = 0; tt < K; ++tt) {
-        const float dt = row_d[tt], du = dt * row_u[tt];
+        const float dt = row_d[tt], du = dt * row_u[tt], dt2 = dt * kLog2e;
         const float4 bv = *reinterpret_cast<const float4*>(sb + tt * NP + at.slice * NS);
         const float4 cv = *reinterpret_cast<const float4*>(sc + tt * NP + at.slice * NS);
         const float bs[4] = {bv.x, bv.y, bv.z, bv.w}, cs[4] = {cv.x, cv.y, cv.z, cv.w};
         float y = 0.0f;
 #pragma unroll
         for (int n = 0; n < NS; ++n) {
-          h[n] = fast_exp2(dt * A2[n]) * h[n] + du * bs[n];
+          h[n] = fast_exp2(dt2 * A[n]) * h[n] + du * bs[n];
           hs[tt][n] = h[n];
           y += cs[n] * h[n];
         }
         if (z) atomicAdd(ss + at.local_channel * S + tt, y);
       }
-      // hs[-1]: the state before the chunk, kept in h for the first step's gradient.
-#pragma unroll
-      for (int n = 0; n < NS; ++n) h[n] = 0.0f;
-      if (k == 0) {
-#pragma unroll
-        for (int n = 0; n < NS; ++n) h[n] = h0[n];
-      } else if (active) {
-        const float4 v = *checkpoint(k);
-        h[0] = v.x, h[1] = v.y, h[2] = v.z, h[3] = v.w;
-      }
+      // hs[-1]: the state before the chunk, for the first step's gradient.
+      h[0] = start.x, h[1] = start.y, h[2] = start.z, h[3] = start.w;
       // Walk the chunk backwards.
       const float* row_gs = sgs + at.local_channel * S;
 #pragma unroll
       for (int tt = K - 1; tt >= 0; --tt) {
-        const float dt = row_d[tt], uu = row_u[tt], gs = row_gs[tt], du = dt * uu;
+        const float dt = row_d[tt], uu = row_u[tt], gs = row_gs[tt], du = dt * uu, dt2 = dt * kLog2e;
         const float4 bv = *reinterpret_cast<const float4*>(sb + tt * NP + at.slice * NS);
         const float4 cv = *reinterpret_cast<const float4*>(sc + tt * NP + at.slice * NS);
         const float bs[4] = {bv.x, bv.y, bv.z, bv.w}, cs[4] = {cv.x, cv.y, cv.z, cv.w};
@@ -360,7 +426,7 @@ scan_backward_kernel(const ScanBackwardParams q) {
         for (int n = 0; n < NS; ++n) {
           const float gh = gs * cs[n] + carry[n];  // dL/dh_t
           const float previous = tt > 0 ? hs[tt > 0 ? tt - 1 : 0][n] : h[n];
-          const float decay = fast_exp2(dt * A2[n]);
+          const float decay = fast_exp2(dt2 * A[n]);
           const float g_exponent = gh * previous * decay;  // dL/d(delta_t A)
           gd += g_exponent * A[n] + gh * bs[n] * uu;
           gA[n] += g_exponent * dt;
@@ -442,7 +508,7 @@ scan_backward_kernel(const ScanBackwardParams q) {
 template <typename T, int NS, int G>
 cudaError_t launch_forward(const ScanParams& p, cudaStream_t stream) {
   using L = Layout<NS, G, kForwardThreads>;
-  const int shared = static_cast<int>(sizeof(float)) * (3 * L::kChannels * (kForwardChunk + 1) + 2 * kForwardChunk * L::kStates);
+  const int shared = static_cast<int>(sizeof(float)) * (4 * L::kChannels * (kForwardChunk + 1) + 2 * kForwardChunk * L::kStates);
   auto kernel = scan_forward_kernel<T, NS, G>;
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared)) return e;
   const dim3 grid(static_cast<unsigned>((p.channels + L::kChannels - 1) / L::kChannels), static_cast<unsigned>(p.batch));
@@ -470,8 +536,10 @@ int backward_slices(int64_t state_size) {
 }
 
 bool valid(const ScanParams& p) {
+  // A block's rows of steps are addressed with 32-bit offsets (ChunkShare).
+  const int64_t max_block_rows = 512;
   return p.batch > 0 && p.channels > 0 && p.length > 0 && p.state_size > 0 && p.state_size <= kScanMaxStates &&
-         p.batch <= 65535;
+         p.batch <= 65535 && p.length < (int64_t{1} << 31) / max_block_rows;
 }
 
 }  // namespace
