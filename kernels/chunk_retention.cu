@@ -3,7 +3,7 @@
 #include <cmath>
 #include <type_traits>
 
-#include "convert.cuh"
+#include "device_math.cuh"
 
 namespace densessm::kernels {
 namespace {

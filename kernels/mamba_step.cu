@@ -1,14 +1,11 @@
 #include "mamba_step.h"
 
-#include "convert.cuh"
+#include "device_math.cuh"
 
 namespace densessm::kernels {
 namespace {
 
 constexpr int kThreads = 128;
-
-__device__ __forceinline__ float silu(float v) { return v / (1.0f + __expf(-v)); }
-__device__ __forceinline__ float softplus(float v) { return v > 20.0f ? v : log1pf(__expf(v)); }
 
 // One thread per (batch, channel).
 template <typename T>

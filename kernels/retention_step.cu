@@ -1,6 +1,6 @@
 #include "retention_step.h"
 
-#include "convert.cuh"
+#include "device_math.cuh"
 
 namespace densessm::kernels {
 namespace {

@@ -4,6 +4,7 @@
 
 #ifdef DENSESSM_WITH_CUDA
 #include "ops/cuda/mamba_step_cuda.h"
+#include "ops/cuda/selective_scan_cuda.h"
 #endif
 
 namespace densessm {
@@ -37,6 +38,15 @@ torch::Tensor selective_scan(const SelectiveScanArgs& a, torch::Tensor* state) {
   TORCH_CHECK(a.Bm.sizes() == torch::IntArrayRef({B, N, T}) && a.Cm.sizes() == a.Bm.sizes(),
               "selective_scan: Bm and Cm must be (", B, ", ", N, ", ", T, "), got ", a.Bm.sizes(), " and ", a.Cm.sizes());
   TORCH_CHECK(!a.z.defined() || a.z.sizes() == a.u.sizes(), "selective_scan: z must match u");
+  TORCH_CHECK(!a.Dskip.defined() || a.Dskip.sizes() == torch::IntArrayRef({C}), "selective_scan: Dskip must be (", C,
+              "), got ", a.Dskip.sizes());
+  TORCH_CHECK(!a.delta_bias.defined() || a.delta_bias.sizes() == torch::IntArrayRef({C}),
+              "selective_scan: delta_bias must be (", C, "), got ", a.delta_bias.sizes());
+  TORCH_CHECK(state == nullptr || !state->defined() || state->sizes() == torch::IntArrayRef({B, C, N}),
+              "selective_scan: state must be (", B, ", ", C, ", ", N, "), got ", state->sizes());
+#ifdef DENSESSM_WITH_CUDA
+  if (cuda::can_run_scan(a, state)) return cuda::selective_scan(a, state);
+#endif
   const auto acc = accumulation_type(a.u);
   auto delta = effective_delta(a, acc, /*sequence=*/true);                // (B, C, T)
   auto u = a.u.to(acc);
@@ -45,7 +55,6 @@ torch::Tensor selective_scan(const SelectiveScanArgs& a, torch::Tensor* state) {
   auto decay = torch::exp(delta.unsqueeze(-1) * A.view({1, C, 1, N}));   // (B, C, T, N)
   auto input = (delta * u).unsqueeze(-1) * Bm.transpose(1, 2).unsqueeze(1);  // (B, C, T, N)
   torch::Tensor h = (state != nullptr && state->defined()) ? state->to(acc) : torch::zeros({B, C, N}, u.options());
-  TORCH_CHECK(h.sizes() == torch::IntArrayRef({B, C, N}), "selective_scan: state must be (", B, ", ", C, ", ", N, ")");
   std::vector<torch::Tensor> ys;
   ys.reserve(T);
   for (int64_t t = 0; t < T; ++t) {
@@ -79,10 +88,15 @@ torch::Tensor causal_conv1d(const torch::Tensor& x, const torch::Tensor& weight,
   TORCH_CHECK(weight.dim() == 2 && weight.size(0) == x.size(1), "causal_conv1d: weight must be (C = ", x.size(1),
               ", W), got ", weight.sizes());
   const int64_t B = x.size(0), C = x.size(1), W = weight.size(1);
+  TORCH_CHECK(!bias.defined() || bias.sizes() == torch::IntArrayRef({C}), "causal_conv1d: bias must be (", C,
+              "), got ", bias.sizes());
+  TORCH_CHECK(state == nullptr || !state->defined() || state->sizes() == torch::IntArrayRef({B, C, W - 1}),
+              "causal_conv1d: state must be (", B, ", ", C, ", ", W - 1, "), got ", state->sizes());
+#ifdef DENSESSM_WITH_CUDA
+  if (cuda::can_run_conv(x, weight, bias, state)) return cuda::causal_conv1d(x, weight, bias, state);
+#endif
   torch::Tensor past = (state != nullptr && state->defined()) ? state->to(x.scalar_type())
                                                                : torch::zeros({B, C, W - 1}, x.options());
-  TORCH_CHECK(past.sizes() == torch::IntArrayRef({B, C, W - 1}), "causal_conv1d: state must be (", B, ", ", C, ", ",
-              W - 1, "), got ", past.sizes());
   auto padded = torch::cat({past, x}, 2);  // (B, C, W-1+T)
   auto out = torch::nn::functional::conv1d(padded, weight.unsqueeze(1),
                                            torch::nn::functional::Conv1dFuncOptions().bias(bias).groups(C));

@@ -6,36 +6,13 @@
 
 #include "densessm/kernels.h"
 #include "mamba_step.h"
+#include "ops/cuda/kernel_call.h"
 
 namespace densessm::cuda {
-namespace {
-
-kernels::DType kernel_dtype(torch::ScalarType t) {
-  switch (t) {
-    case torch::kFloat: return kernels::DType::kFloat32;
-    case torch::kHalf: return kernels::DType::kFloat16;
-    case torch::kBFloat16: return kernels::DType::kBFloat16;
-    default: TORCH_CHECK(false, "no CUDA kernel for dtype ", t);
-  }
-}
-
-// Contiguous and of the activation dtype, or undefined when absent.
-torch::Tensor prepared(const torch::Tensor& t, torch::ScalarType dtype) {
-  return t.defined() ? t.to(dtype).contiguous() : t;
-}
-
-const void* pointer(const torch::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
-
-void check(cudaError_t status, const char* what) {
-  TORCH_CHECK(status == cudaSuccess, what, " kernel failed: ", cudaGetErrorString(status));
-}
-
-}  // namespace
 
 bool can_run_step(const torch::Tensor& x, const std::vector<torch::Tensor>& others) {
   if (!kernels_enabled() || !x.is_cuda()) return false;
-  const auto t = x.scalar_type();
-  if (t != torch::kFloat && t != torch::kHalf && t != torch::kBFloat16) return false;
+  if (!kernel_dtype_supported(x.scalar_type())) return false;
   if (!torch::GradMode::is_enabled()) return true;
   if (x.requires_grad()) return false;
   for (const auto& o : others) {

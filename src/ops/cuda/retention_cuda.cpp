@@ -6,6 +6,7 @@
 
 #include "chunk_retention.h"
 #include "densessm/kernels.h"
+#include "ops/cuda/kernel_call.h"
 #include "retention_step.h"
 
 namespace densessm::cuda {
@@ -13,19 +14,6 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-kernels::DType kernel_dtype(torch::ScalarType t) {
-  switch (t) {
-    case torch::kFloat: return kernels::DType::kFloat32;
-    case torch::kHalf: return kernels::DType::kFloat16;
-    case torch::kBFloat16: return kernels::DType::kBFloat16;
-    default: TORCH_CHECK(false, "retention: no CUDA kernel for dtype ", t);
-  }
-}
-
-void check(cudaError_t status, const char* what) {
-  TORCH_CHECK(status == cudaSuccess, what, " kernel failed: ", cudaGetErrorString(status));
-}
 
 // torch::autograd::Function::apply takes defined tensors only: an absent initial state or offset
 // travels through it as an empty tensor, which the kernels see as a null pointer.
