@@ -424,8 +424,8 @@ struct ProcessResult {
   int status = -1;
   std::string output;  // stdout and stderr together
 };
-ProcessResult run_generate(const std::string& arguments) {
-  const std::string command = std::string(DENSESSM_GENERATE_BINARY) + " " + arguments + " 2>&1 </dev/null";
+ProcessResult run_generate(const std::string& arguments, const std::string& input = "/dev/null") {
+  const std::string command = std::string(DENSESSM_GENERATE_BINARY) + " " + arguments + " 2>&1 <" + input;
   ProcessResult run;
   FILE* pipe = ::popen(command.c_str(), "r");
   char buffer[4096];
@@ -442,6 +442,17 @@ TEST_F(GenerationCheckpoint, CommandLine) {
   EXPECT_NE(ok.output.find("the old king"), std::string::npos) << ok.output;
   EXPECT_NE(ok.output.find("tokens/s"), std::string::npos) << ok.output;
   EXPECT_EQ(run_generate("--help").status, 0);
+  // Prompts from a file (blank lines skipped), decoded as one batch, and from standard input.
+  const std::string prompts = (dir_ / "prompts.txt").string();
+  std::ofstream(prompts) << "the river\n\na quiet bird looked\n";
+  ProcessResult batch = run_generate(checkpoint + "--prompt-file " + prompts + " -b 2 -n 4 --greedy");
+  EXPECT_EQ(batch.status, 0) << batch.output;
+  EXPECT_NE(batch.output.find("[1] the river"), std::string::npos) << batch.output;
+  EXPECT_NE(batch.output.find("[2] a quiet bird looked"), std::string::npos) << batch.output;
+  EXPECT_NE(batch.output.find("batch 2"), std::string::npos) << batch.output;
+  ProcessResult piped = run_generate(checkpoint + "-n 3", prompts);
+  EXPECT_EQ(piped.status, 0) << piped.output;
+  EXPECT_NE(piped.output.find("a quiet bird looked"), std::string::npos) << piped.output;
   const std::pair<std::string, std::string> bad[] = {
       {checkpoint + "--prompt hi --temperature -1", "temperature must be >= 0"},
       {checkpoint + "--prompt hi --top-p 0", "top-p must be in (0, 1]"},

@@ -41,7 +41,7 @@ struct GenerateOptions {
   int64_t top_k = 0;               ///< keep the k most likely tokens; 0: all
   double top_p = 1.0;              ///< keep the smallest set of tokens whose probability reaches top_p, in (0, 1]
   double repetition_penalty = 1.0; ///< > 0; logits of tokens already in the sequence: / p if positive, * p if not
-  uint64_t seed = 0;               ///< the draws depend on the seed only (not on the batch's timing or graphs)
+  uint64_t seed = 0;               ///< the same seed and prompts give the same tokens, eager or graph-replayed
   bool stop_at_eos = true;         ///< a sequence ends after the tokenizer's (or config's) eos
   std::vector<std::string> stop_strings;  ///< a sequence ends when its text contains one (cut before it)
   bool add_bos = false;            ///< put bos before each prompt (only if the training data had it)

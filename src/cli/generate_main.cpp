@@ -59,15 +59,15 @@ torch::ScalarType pick_dtype(const std::string& name, torch::Device device) {
   return densessm::parse_dtype(name);
 }
 
-std::string fixed(double value, int digits) {
-  char text[64];
-  std::snprintf(text, sizeof(text), "%.*f", digits, value);
-  return text;
-}
-
 std::string significant(double value) {
   char text[64];
   std::snprintf(text, sizeof(text), "%.4g", value);
+  return text;
+}
+
+std::string fixed(double value, int digits) {
+  char text[64];
+  std::snprintf(text, sizeof(text), "%.*f", digits, value);
   return text;
 }
 
@@ -85,6 +85,16 @@ int generate(const Settings& s, densessm::GenerateOptions options) {
   const std::vector<std::string> prompts = gather_prompts(s);
   densessm::Checkpoint checkpoint = densessm::load_checkpoint(s.checkpoint);
   densessm::Generator generator(checkpoint.model, checkpoint.tokenizer, options);
+  const densessm::ModelConfig& c = checkpoint.config;
+  std::cerr << c.name << " (" << densessm::to_string(c.architecture) << (c.dense() ? ", dense" : "") << ", "
+            << checkpoint.model->num_parameters() << " parameters) from " << s.checkpoint << " on " << *options.device
+            << ", " << torch::toString(*options.dtype) << " | "
+            << (options.temperature == 0 ? std::string("greedy")
+                                         : "temperature " + significant(options.temperature) + ", top-k " +
+                                               std::to_string(options.top_k) + ", top-p " + significant(options.top_p) +
+                                               ", seed " + std::to_string(options.seed))
+            << ", repetition penalty " << significant(options.repetition_penalty) << " | up to " << options.max_new_tokens
+            << " new tokens" << (options.stop_at_eos ? ", stop at eos" : "") << "\n";
   for (size_t first = 0; first < prompts.size(); first += static_cast<size_t>(s.batch_size)) {
     const std::vector<std::string> batch(prompts.begin() + static_cast<std::ptrdiff_t>(first),
                                          prompts.begin() + static_cast<std::ptrdiff_t>(std::min(prompts.size(), first + s.batch_size)));

@@ -14,7 +14,8 @@ torch::Tensor apply_repetition_penalty(const torch::Tensor& logits, const torch:
 
 torch::Tensor filter_top_k(const torch::Tensor& logits, int64_t k) {
   if (k <= 0 || k >= logits.size(-1)) return logits;
-  auto kth = std::get<0>(logits.topk(k, -1)).narrow(-1, k - 1, 1);  // (B, 1)
+  // The k-th largest value: the smallest of the top k (left unsorted: no sort needed).
+  auto kth = std::get<0>(logits.topk(k, -1, /*largest=*/true, /*sorted=*/false)).amin(-1, /*keepdim=*/true);  // (B, 1)
   return logits.masked_fill(logits < kth, -std::numeric_limits<double>::infinity());
 }
 
