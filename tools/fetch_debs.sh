@@ -9,6 +9,7 @@ PACKAGES=(
   libspdlog-dev=1:1.10.0+ds-0.4 libspdlog1.10=1:1.10.0+ds-0.4 libfmt-dev=9.1.0+ds1-2 libfmt9=9.1.0+ds1-2
   libgtest-dev=1.12.1-0.2 libgmock-dev=1.12.1-0.2
   libzstd-dev=1.5.4+dfsg2-5 libzstd1=1.5.4+dfsg2-5
+  libboost1.74-dev=1.74.0+ds1-21
 )
 mkdir -p .debs
 cd .debs
