@@ -40,6 +40,7 @@ def main():
     parser.add_argument("--configs", required=True, help="the repository's configs/ folder")
     parser.add_argument("--work-dir", required=True)
     args = parser.parse_args()
+    args.bin_dir, args.configs = os.path.abspath(args.bin_dir), os.path.abspath(args.configs)
     shutil.rmtree(args.work_dir, ignore_errors=True)
     os.makedirs(args.work_dir)
     work = args.work_dir
