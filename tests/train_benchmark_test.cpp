@@ -1,7 +1,10 @@
 // The training benchmark: its model FLOPs formula against a hand count, and a short run on the CPU.
+#include <cmath>
+
 #include "densessm/model.h"
 #include "densessm/train_benchmark.h"
 #include "test_helpers.h"
+#include "train/batch_search.h"
 
 namespace densessm {
 namespace {
@@ -58,6 +61,19 @@ TEST(TrainingFlops, PlainModelsCountEveryLayerAlike) {
   const ModelConfig c = tiny("tiny-retnet");
   CausalLM model(c);
   EXPECT_EQ(training_flops(c).matmul_parameters, static_cast<double>(model->num_parameters() - c.vocab_size * c.hidden_size));
+}
+
+TEST(TrainingBenchmark, FindsTheLargestBatchThatFits) {
+  for (int64_t limit : {0, 1, 2, 3, 5, 8, 13, 100}) {
+    std::vector<int64_t> tried;
+    const int64_t found = largest_fitting_batch([&](int64_t batch) {
+      tried.push_back(batch);
+      return batch <= limit;
+    });
+    EXPECT_EQ(found, limit);
+    EXPECT_EQ(tried.front(), 1);
+    EXPECT_LE(tried.size(), 2 * static_cast<size_t>(std::log2(limit + 1)) + 2) << "limit " << limit;
+  }
 }
 
 RunConfig cpu_run() {

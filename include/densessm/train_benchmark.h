@@ -12,7 +12,7 @@
 namespace densessm {
 
 /// Model FLOPs of one training token (forward + backward), by formula from the config (docs/PERFORMANCE.md):
-///   per_token = 6 N + 3 L_mix F_mix
+///   per_token = 6 N + 3 L F_mix
 /// N: the parameters that multiply activations once per token: every layer's (less layer 0's dense
 /// transition and fusion norm, which it owns but does not use), the final norm and the output projection
 /// (V x D, tied or not); the input embedding is a table lookup and is not counted. 6 = 2 (multiply-add)
@@ -20,7 +20,7 @@ namespace densessm {
 /// mixing, which has no parameters: retention in its chunkwise form (chunk C, K = query_key_dim,
 /// E = value width, H heads): 2 C (K + E) within the chunk (q k^T and its product with v over the C x C
 /// block) + 4 K E / H across chunks (reading and updating each head's dk x dv state); the selective scan:
-/// 8 d_inner N_state (exp(delta A) 2, delta B x 2, the state update 2, C . h 2). L_mix = L layers.
+/// 8 d_inner N_state (exp(delta A) 2, delta B x 2, the state update 2, C . h 2). L: the layers.
 /// Element-wise work (activations, norms, rotation, gating) is not counted, as is usual for MFU.
 struct TrainingFlops {
   double matmul_parameters = 0;  ///< N

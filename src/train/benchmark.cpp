@@ -8,6 +8,7 @@
 #include "densessm/log.h"
 #include "densessm/model.h"
 #include "densessm/train_benchmark.h"
+#include "train/batch_search.h"
 #include "train/lm_loss.h"
 #include "train/loss_scaler.h"
 #include "train/optimizer.h"
@@ -140,17 +141,10 @@ std::vector<BenchmarkResult> benchmark_training(const RunConfig& config, const B
     throw std::runtime_error("benchmark: finding the largest batch that fits needs a CUDA device (it stops at the "
                              "first out-of-memory error); give the batch sizes on the CPU");
   }
-  // Doubling until out of memory, then bisecting between the last batch that fit and the first that did not.
-  int64_t fits = 0, fails = 0;
-  for (int64_t batch = 1; fails == 0; batch *= 2) {
+  largest_fitting_batch([&](int64_t batch) {
     results.push_back(attempt(config, device, batch, o));
-    (results.back().out_of_memory ? fails : fits) = batch;
-  }
-  while (fails - fits > 1) {
-    const int64_t batch = (fits + fails) / 2;
-    results.push_back(attempt(config, device, batch, o));
-    (results.back().out_of_memory ? fails : fits) = batch;
-  }
+    return !results.back().out_of_memory;
+  });
   return results;
 }
 
