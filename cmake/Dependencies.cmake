@@ -31,6 +31,8 @@ find_package(spdlog REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(SentencePiece REQUIRED IMPORTED_TARGET sentencepiece)
 pkg_check_modules(Zstd REQUIRED IMPORTED_TARGET libzstd)
+# Header-only: Boost.CRC's CRC-32C for TensorBoard's event files (src/train/tensorboard.cpp says why).
+find_package(Boost 1.74 REQUIRED CONFIG)
 if(DENSESSM_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <string>
 
+#include "densessm/prepare_data.h"
 #include "densessm/tokenizer.h"
 
 namespace densessm::testing {
@@ -38,6 +39,19 @@ inline std::string train_sample_tokenizer(const std::filesystem::path& dir, cons
   o.num_threads = 2;
   Tokenizer::train(o);
   return o.model_prefix + ".model";
+}
+
+/// A dataset (10% validation) of the sample corpus in dir/data, tokenized by a 400-piece tokenizer.
+inline std::string prepare_sample_dataset(const std::filesystem::path& dir) {
+  PrepareOptions p;
+  p.tokenizer = train_sample_tokenizer(dir, "tok");
+  p.inputs = {(dir / "tok.txt").string()};
+  p.txt_documents = "line";
+  p.output_dir = (dir / "data").string();
+  p.validation_percent = 10;
+  p.threads = 2;
+  prepare_data(p);
+  return p.output_dir;
 }
 
 }  // namespace densessm::testing

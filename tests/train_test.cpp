@@ -7,6 +7,7 @@
 #include "densessm/convert.h"
 #include "densessm/prepare_data.h"
 #include "densessm/train.h"
+#include "event_file.h"
 #include "test_helpers.h"
 #include "text_fixtures.h"
 
@@ -80,14 +81,7 @@ class Training : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = fs::temp_directory_path() / ("densessm-train-" + std::to_string(::getpid()));
     fs::create_directories(dir_);
-    PrepareOptions p;
-    p.tokenizer = densessm::testing::train_sample_tokenizer(dir_, "tok");
-    p.inputs = {(dir_ / "tok.txt").string()};
-    p.txt_documents = "line";
-    p.output_dir = (dir_ / "data").string();
-    p.validation_percent = 10;
-    p.threads = 2;
-    prepare_data(p);
+    densessm::testing::prepare_sample_dataset(dir_);
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
 
@@ -135,6 +129,25 @@ TEST_F(Training, ResumingGivesTheSameLossesAsRunningStraight) {
   ASSERT_EQ(b.size(), 8u);
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "step " << i + 1;
   EXPECT_LT(a.back(), a.front()) << "the loss should fall";
+
+  // TensorBoard got the same training losses, at the same steps, and the validation curve.
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir_ / "straight" / "tensorboard")) files.push_back(e.path().string());
+  ASSERT_EQ(files.size(), 1u);
+  std::vector<std::pair<int64_t, float>> tb_losses;
+  int validation_points = 0;
+  for (const auto& event : densessm::testing::read_event_file(files[0])) {
+    for (const auto& [tag, value] : event.values) {
+      if (tag == "train/loss") tb_losses.emplace_back(event.step, value);
+      validation_points += tag == "validation/perplexity";
+    }
+  }
+  ASSERT_EQ(tb_losses.size(), a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(tb_losses[i].first, static_cast<int64_t>(i + 1));
+    EXPECT_EQ(tb_losses[i].second, static_cast<float>(a[i]));
+  }
+  EXPECT_EQ(validation_points, 2);  // eval_every 4 of 8 steps
 }
 
 TEST_F(Training, KeepsTheLastCheckpointsAndRejectsBadOnes) {

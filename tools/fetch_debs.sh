@@ -10,6 +10,7 @@ PACKAGES=(
   libgtest-dev=1.12.1-0.2 libgmock-dev=1.12.1-0.2
   libzstd-dev=1.5.4+dfsg2-5 libzstd1=1.5.4+dfsg2-5
   libgloo-dev=0.0~git20220518.5b14351-3  # headers only: LibTorch's Gloo is inside libtorch_cpu (distributed.cpp)
+  libboost1.74-dev=1.74.0+ds1-21
 )
 mkdir -p .debs
 cd .debs

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every dependency of DenseSSM-cpp on a Debian 12 machine (run as root), pinned:
 #   - Debian packages: the card's libraries, GoogleTest, the build tools, ccache and a small English corpus;
+#   - Python packages (pip): TensorBoard (tests read our event files with it) and matplotlib (tools/plot_run.py);
 #   - LibTorch 2.11.0, taken from PyPI's torch wheel (a complete LibTorch: include/, lib/, share/cmake),
 #     plus the three CUDA libraries that wheel links against and the CUDA toolkit does not ship.
 # The LibTorch goes to $DENSESSM_DEPS (default /opt/densessm-deps); tools/build.sh finds it there.
@@ -18,7 +19,9 @@ APT_PACKAGES=(
   libsentencepiece-dev=0.1.97-3+b1 nlohmann-json3-dev=3.11.2-2 libcli11-dev=2.1.2+ds-1
   libspdlog-dev=1:1.10.0+ds-0.4 libfmt-dev=9.1.0+ds1-2 libzstd-dev=1.5.4+dfsg2-5
   ccache=4.8+really4.7.5-1 bible-kjv-text=4.38 bible-kjv=4.38
+  libboost1.74-dev=1.74.0+ds1-21
 )
+PIP_PACKAGES=(tensorboard==2.20.0 matplotlib==3.10.7)
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -36,6 +39,19 @@ if ((${#missing[@]})); then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   say "apt: all ${#APT_PACKAGES[@]} packages present"
+fi
+
+missing=()
+for spec in "${PIP_PACKAGES[@]}"; do
+  have=$(python3 -m pip show "${spec%%==*}" 2>/dev/null | sed -n 's/^Version: //p')
+  [[ "$have" == "${spec#*==}" ]] || missing+=("$spec")
+done
+if ((${#missing[@]})); then
+  say "pip: installing ${missing[*]}"
+  # Debian's own python3 refuses pip installs without this (PEP 668); a pyenv or venv python ignores it.
+  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --root-user-action=ignore "${missing[@]}"
+else
+  say "pip: all ${#PIP_PACKAGES[@]} packages present"
 fi
 
 if ! command -v nvcc >/dev/null && [[ ! -x /usr/local/cuda/bin/nvcc ]]; then

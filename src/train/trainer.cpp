@@ -1,4 +1,3 @@
-#include <ATen/autocast_mode.h>
 #include <signal.h>
 
 #include <atomic>
@@ -19,6 +18,10 @@
 #include "json_reader.h"
 #include "train/checkpoint.h"
 #include "train/distributed.h"
+#include "train/lm_loss.h"
+#include "train/loss_scaler.h"
+#include "train/optimizer.h"
+#include "train/tensorboard.h"
 
 namespace densessm {
 namespace {
@@ -47,54 +50,6 @@ class SignalGuard {
 
  private:
   struct sigaction old_int_ {}, old_term_ {};
-};
-
-// Autocast to bf16/fp16 for the forward pass, as torch.autocast does.
-class AutocastGuard {
- public:
-  AutocastGuard(torch::DeviceType device, const std::string& precision) : device_(device), enabled_(precision != "fp32") {
-    if (!enabled_) return;
-    previous_ = at::autocast::is_autocast_enabled(device_);
-    at::autocast::set_autocast_dtype(device_, precision == "bf16" ? torch::kBFloat16 : torch::kHalf);
-    at::autocast::set_autocast_enabled(device_, true);
-  }
-  ~AutocastGuard() {
-    if (!enabled_) return;
-    at::autocast::set_autocast_enabled(device_, previous_);
-    at::autocast::clear_cache();
-  }
-
- private:
-  torch::DeviceType device_;
-  bool enabled_, previous_ = false;
-};
-
-// Dynamic loss scaling for fp16: overflowed steps are skipped and halve the scale; the scale doubles after
-// growth_interval good steps in a row.
-struct LossScaler {
-  double scale = 1;
-  int64_t growth_interval = 2000, good_steps = 0, skipped_steps = 0;
-  bool enabled = false;
-
-  // Unscales the gradients; false (and a smaller scale) when any is not finite.
-  bool unscale(const std::vector<torch::Tensor>& params) {
-    if (!enabled) return true;
-    torch::Tensor finite;  // accumulated on the device: one host sync per step, not one per tensor
-    for (const auto& p : params) {
-      if (!p.grad().defined()) continue;
-      p.grad().div_(scale);
-      auto ok = torch::isfinite(p.grad()).all();
-      finite = finite.defined() ? finite.logical_and(ok) : ok;
-    }
-    if (finite.defined() && !finite.item<bool>()) {
-      scale /= 2;
-      good_steps = 0;
-      ++skipped_steps;
-      return false;
-    }
-    if (++good_steps % growth_interval == 0) scale *= 2;
-    return true;
-  }
 };
 
 std::string duration(double seconds) {
@@ -163,7 +118,8 @@ class Trainer {
     model_ = CausalLM(c_.model);
     if (!c_.init_from.empty()) initialise_from(c_.init_from);
     model_->to(device_);
-    build_optimizer();
+    optimizer_ = make_adamw(model_->named_parameters(), c_.optimizer);
+    parameters_ = model_->parameters();
     if (group_) {
       std::vector<torch::Tensor> state = parameters_;
       for (const auto& buffer : model_->buffers()) state.push_back(buffer);
@@ -193,9 +149,7 @@ class Trainer {
         log::warn("no validation: ", e.what());
       }
     }
-    scaler_.enabled = c_.precision == "fp16";
-    scaler_.scale = scaler_.enabled ? c_.initial_loss_scale : 1.0;
-    scaler_.growth_interval = c_.loss_scale_growth_interval;
+    if (c_.precision == "fp16") scaler_ = LossScaler(c_.initial_loss_scale, c_.loss_scale_growth_interval);
     total_steps_ = c_.total_steps(env_.world_size);
   }
 
@@ -205,6 +159,7 @@ class Trainer {
     if (env_.rank == 0) {  // the other ranks' results are rank 0's (the metrics are averaged over the ranks)
       metrics_.open(c_.output_dir + "/metrics.jsonl", std::ios::app);
       if (!metrics_) throw std::runtime_error(c_.output_dir + "/metrics.jsonl: cannot open");
+      tensorboard_ = std::make_unique<TensorBoardWriter>(c_.output_dir + "/tensorboard");
     }
     log::info(c_.model.name.empty() ? "model" : c_.model.name, ": ", model_->num_parameters(), " parameters on ",
               device_, " (", c_.precision, "), ", total_steps_, " steps of ", c_.tokens_per_step(env_.world_size),
@@ -226,9 +181,9 @@ class Trainer {
         const double eta = elapsed / static_cast<double>(step_ - first) * static_cast<double>(total_steps_ - step_);
         log::info("step ", step_, "/", total_steps_, " | loss ", fixed(loss, 4), " | lr ", scientific(lr_), " | grad ",
                   fixed(grad_norm, 3), " | ", static_cast<int64_t>(rate), " tok/s | elapsed ", duration(elapsed), " | eta ",
-                  duration(eta), scaler_.enabled ? " | scale " + fixed(scaler_.scale, 0) : std::string());
+                  duration(eta), scaler_.enabled() ? " | scale " + fixed(scaler_.scale(), 0) : std::string());
         record({{"step", step_}, {"loss", loss}, {"lr", lr_}, {"grad_norm", grad_norm}, {"tokens_per_second", rate},
-                {"tokens", tokens_}, {"skipped_steps", scaler_.skipped_steps}});
+                {"tokens", tokens_}, {"loss_scale", scaler_.scale()}, {"skipped_steps", scaler_.skipped_steps()}});
         window_start = now;
         window_tokens = 0;
       }
@@ -257,35 +212,13 @@ class Trainer {
     return text;
   }
 
-  void build_optimizer() {
-    std::vector<torch::Tensor> decay, no_decay;
-    for (const auto& item : model_->named_parameters()) {
-      const bool exempt = item.value().dim() < 2 || item.key().find("A_log") != std::string::npos;
-      (exempt ? no_decay : decay).push_back(item.value());
-      parameters_.push_back(item.value());
-    }
-    const auto& o = c_.optimizer;
-    auto options = torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay);
-    std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(options));
-    groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(options).weight_decay(0)));
-    optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups), options);
-  }
-
   torch::Tensor loss_of(const torch::Tensor& batch, const ForwardOptions& forward) {
-    auto tokens = batch.to(device_);
-    auto inputs = tokens.narrow(1, 0, c_.block_size), targets = tokens.narrow(1, 1, c_.block_size);
-    torch::Tensor logits;
-    {
-      AutocastGuard autocast(device_.type(), c_.precision);
-      logits = model_->forward(inputs, nullptr, forward);  // (B, T, V)
-    }
-    return torch::nn::functional::cross_entropy(logits.to(torch::kFloat).flatten(0, 1), targets.flatten());
+    return next_token_loss(model_, batch.to(device_), c_.precision, forward);
   }
 
   std::pair<double, double> train_step() {
     lr_ = c_.optimizer.lr * lr_factor(c_.schedule, step_, total_steps_);
-    for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr_);
+    set_learning_rate(*optimizer_, lr_);
     model_->train();
     optimizer_->zero_grad();
     ForwardOptions forward;
@@ -294,7 +227,7 @@ class Trainer {
     for (int64_t micro = 0; micro < c_.gradient_accumulation; ++micro) {
       auto loss = loss_of(train_data_->next(), forward) / static_cast<double>(c_.gradient_accumulation);
       if (reducer_ && micro == c_.gradient_accumulation - 1) reducer_->arm();
-      (loss * scaler_.scale).backward();
+      (loss * scaler_.scale()).backward();
       loss_sum += loss.item<double>();
     }
     // From here on every rank holds the same averaged gradients, so clipping and the fp16 overflow
@@ -324,10 +257,18 @@ class Trainer {
     record({{"step", step_}, {"validation_loss", loss}, {"validation_perplexity", std::exp(loss)}, {"tokens", tokens_}});
   }
 
+  // One line of metrics.jsonl, and the same values as TensorBoard scalars: "validation_loss" is shown as
+  // "validation/loss", the others under "train/".
   void record(const nlohmann::json& entry) {
     if (!metrics_.is_open()) return;
     metrics_ << entry.dump() << "\n";
     metrics_.flush();
+    for (const auto& [key, value] : entry.items()) {
+      if (key == "step" || key == "tokens") continue;
+      const bool validation = key.rfind("validation_", 0) == 0;
+      tensorboard_->add_scalar(validation ? "validation/" + key.substr(11) : "train/" + key, value.get<double>(), step_);
+    }
+    tensorboard_->flush();
   }
 
   // Rank 0 writes (every rank holds the same model, optimizer and generator states); the others wait.
@@ -339,15 +280,15 @@ class Trainer {
   void write_state() {
     const auto position = train_data_->position();
     const std::string folder = write_checkpoint(c_.output_dir, step_, c_.keep_checkpoints, [&](const std::string& dir) {
-      torch::save(model_, dir + "/model.pt");
-      torch::save(*optimizer_, dir + "/optimizer.pt");
-      torch::save(generator_state(torch::Device(torch::kCPU)), dir + "/rng-cpu.pt");
-      if (device_.is_cuda()) torch::save(generator_state(device_), dir + "/rng-cuda.pt");
+      save_checked(model_, dir + "/model.pt");
+      save_checked(*optimizer_, dir + "/optimizer.pt");
+      save_checked(generator_state(torch::Device(torch::kCPU)), dir + "/rng-cpu.pt");
+      if (device_.is_cuda()) save_checked(generator_state(device_), dir + "/rng-cuda.pt");
       const nlohmann::json state = {{"step", step_},
                                     {"tokens", tokens_},
-                                    {"loss_scale", scaler_.scale},
-                                    {"good_steps", scaler_.good_steps},
-                                    {"skipped_steps", scaler_.skipped_steps},
+                                    {"loss_scale", scaler_.scale()},
+                                    {"good_steps", scaler_.good_steps()},
+                                    {"skipped_steps", scaler_.skipped_steps()},
                                     {"world_size", env_.world_size},
                                     {"batch_size", c_.batch_size},
                                     {"loader_epoch", position.epoch},
@@ -385,6 +326,7 @@ class Trainer {
     if (!same_shape(saved, c_.model)) {
       throw std::runtime_error(dir + ": the checkpoint holds another model shape than the run config's model");
     }
+    verify_checkpoint(dir);
     try {
       torch::load(model_, dir + "/model.pt");
       model_->to(device_);
@@ -403,9 +345,8 @@ class Trainer {
     try {
       step_ = s.at("step").get<int64_t>();
       tokens_ = s.at("tokens").get<int64_t>();
-      scaler_.scale = s.at("loss_scale").get<double>();
-      scaler_.good_steps = s.at("good_steps").get<int64_t>();
-      scaler_.skipped_steps = s.at("skipped_steps").get<int64_t>();
+      scaler_.restore(s.at("loss_scale").get<double>(), s.at("good_steps").get<int64_t>(),
+                      s.at("skipped_steps").get<int64_t>());
       check_global_batch(dir, s.value("world_size", int64_t{1}), s.value("batch_size", c_.batch_size));
       train_data_->set_position({s.at("loader_epoch").get<uint64_t>(), s.at("loader_batch").get<uint64_t>()});
     } catch (const nlohmann::json::exception& e) {
@@ -439,6 +380,7 @@ class Trainer {
   LossScaler scaler_;
   std::string tokenizer_path_;
   std::ofstream metrics_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;
   int64_t step_ = 0, tokens_ = 0, total_steps_ = 0;
   double lr_ = 0;
 };
