@@ -4,10 +4,11 @@
 // of NS of its N states, held in registers, and runs the recurrence sequentially over time. The G threads
 // that share a channel (N > NS) sit in different warps, so the 32 lanes of a warp are 32 channels of the
 // same batch row with the same state slice: Bm_t and Cm_t are then one shared-memory broadcast per step.
-// Time is walked in chunks: the block loads a chunk of u, delta (with bias and softplus applied once per
-// element), Bm and Cm into shared memory with coalesced loads, runs the chunk, and writes the outputs of
-// the chunk coalesced. The forward pass does B*C*T*N exponentials, so it is bound by the special-function
-// unit; everything else is arranged to stay off its way.
+// Time is walked in chunks: the block stores a chunk of u, delta (with bias and softplus applied once per
+// element), Bm and Cm in shared memory, runs the chunk, and writes the chunk's outputs; the next chunk's
+// loads are issued before the current chunk's arithmetic (ChunkShare) so that their latency hides behind
+// it. The forward pass does B*C*T*N exponentials: the special-function unit bounds it at about 0.26 ms
+// for B 8, C 4096, T 2048, N 16 on an H200 (docs/kernels/selective_scan.md has the figures).
 #include "selective_scan.h"
 
 #include <algorithm>

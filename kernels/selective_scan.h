@@ -2,10 +2,11 @@
 // (layouts below, all contiguous); src/ops/cuda wraps them for LibTorch tensors and autograd.
 //
 // The scan's backward keeps no per-step state from the forward: it reruns the recurrence once to store
-// the state at every 16th step (a scratch buffer of B * C * ceil(T/16) * N floats), then walks the chunks
-// backwards, recomputing each chunk's states from its checkpoint in registers. Reductions over channels
-// (the grads of Bm and Cm) and over the batch (A, D, delta_bias) come back as float32 partial sums that
-// the caller adds up, so the result does not depend on the order in which blocks finish.
+// the state at every 16th step (a scratch buffer of B * C * ceil(T/16) * N floats, N rounded up to a
+// multiple of 4), then walks the chunks backwards, recomputing each chunk's states from its checkpoint in
+// registers. Reductions over channels (the grads of Bm and Cm) and over the batch (A, D, delta_bias) come
+// back as float32 partial sums that the caller adds up, so the result does not depend on the order in
+// which blocks finish.
 #pragma once
 
 #include <cstdint>

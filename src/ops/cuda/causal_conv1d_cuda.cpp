@@ -65,6 +65,7 @@ bool can_run_conv(const torch::Tensor& x, const torch::Tensor& weight, const tor
                   const torch::Tensor* state) {
   if (!kernels_enabled() || !x.is_cuda() || !kernel_dtype_supported(x.scalar_type())) return false;
   if (weight.size(1) < 2 || weight.size(1) > 4 || weight.device() != x.device()) return false;
+  if (x.size(0) > 65535 || x.size(1) > 65535) return false;  // grid rows; the reference form runs beyond
   if (bias.defined() && bias.device() != x.device()) return false;
   if (state != nullptr && state->defined() && state->device() != x.device()) return false;
   const bool grad = wants_grad({&x, &weight, &bias});

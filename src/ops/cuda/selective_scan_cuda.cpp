@@ -118,7 +118,8 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
 
 bool can_run_scan(const SelectiveScanArgs& a, const torch::Tensor* state) {
   if (!kernels_enabled() || !a.u.is_cuda() || !kernel_dtype_supported(a.u.scalar_type())) return false;
-  if (a.A.size(1) > kernels::kScanMaxStates) return false;
+  // The kernels' limits (grid rows, 32-bit offsets within a block of rows); the reference form runs beyond.
+  if (a.A.size(1) > kernels::kScanMaxStates || a.u.size(0) > 65535 || a.u.size(2) >= (int64_t{1} << 22)) return false;
   for (const torch::Tensor* t : {&a.delta, &a.A, &a.Bm, &a.Cm, &a.Dskip, &a.z, &a.delta_bias}) {
     if (t->defined() && t->device() != a.u.device()) return false;
   }
