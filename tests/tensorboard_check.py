@@ -41,6 +41,10 @@ def main():
     parser.add_argument("--work-dir", required=True)
     args = parser.parse_args()
     args.bin_dir, args.configs = os.path.abspath(args.bin_dir), os.path.abspath(args.configs)
+    for tool in ("densessm-tokenizer", "densessm-prepare-data", "densessm-train"):
+        if not os.access(f"{args.bin_dir}/{tool}", os.X_OK):  # a build of some targets only
+            print(f"skipped: {args.bin_dir}/{tool} is not built")
+            sys.exit(77)
     shutil.rmtree(args.work_dir, ignore_errors=True)
     os.makedirs(args.work_dir)
     work = args.work_dir

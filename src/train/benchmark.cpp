@@ -20,24 +20,27 @@ using Clock = std::chrono::steady_clock;
 
 // The caching allocator's counters for `device` (CUDA); nothing on the CPU.
 struct DeviceMemory {
-  explicit DeviceMemory(torch::Device device) : device_(device) {}
+  // "cuda" without an index is the current device.
+  explicit DeviceMemory(torch::Device device)
+      : cuda_(device.is_cuda()), index_(device.has_index() || !cuda_ ? device.index() : at::accelerator::getDeviceIndex()) {}
   void reset() {
-    if (!device_.is_cuda()) return;
+    if (!cuda_) return;
     at::accelerator::emptyCache();
-    at::accelerator::resetPeakStats(device_.index());
+    at::accelerator::resetPeakStats(index_);
   }
   void synchronize() const {
-    if (device_.is_cuda()) at::accelerator::synchronizeDevice(device_.index());
+    if (cuda_) at::accelerator::synchronizeDevice(index_);
   }
   std::pair<double, double> peak_allocated_and_reserved() const {
-    if (!device_.is_cuda()) return {0, 0};
-    const auto stats = at::accelerator::getDeviceStats(device_.index());
+    if (!cuda_) return {0, 0};
+    const auto stats = at::accelerator::getDeviceStats(index_);
     const auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
     return {static_cast<double>(stats.allocated_bytes[all].peak), static_cast<double>(stats.reserved_bytes[all].peak)};
   }
 
  private:
-  torch::Device device_;
+  bool cuda_;
+  c10::DeviceIndex index_;
 };
 
 // Builds the model and optimizer at `batch`, runs the warm-up steps, then times the others. Everything it
