@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 TOLERANCE = 1e-4  # relative error (max |ours - reference| / max |reference|) allowed in float32
+TOLERANCE_FP64 = 1e-10  # the same in float64: what is left is rounding, so the functions are the same
 
 
 def convert(binary, *args):
@@ -20,11 +21,12 @@ def convert(binary, *args):
 
 
 def our_logits(binary, model_dir, tokens, work, form, device):
-    """Logits (B, T, V) of our model folder on `tokens` (B, T), through densessm-convert eval."""
+    """Logits (B, T, V) of our model folder on `tokens` (B, T), through densessm-convert eval (float64 for
+    a model imported with --dtype fp64, else float32)."""
     token_file = os.path.join(work, "tokens.json")
     with open(token_file, "w") as f:
         json.dump(tokens.tolist(), f)
-    output = os.path.join(work, f"logits-{form}.npy")
+    output = os.path.join(work, f"logits-{os.path.basename(model_dir)}-{form}.npy")
     convert(binary, "eval", "--checkpoint", model_dir, "--tokens", token_file, "--output", output,
             "--form", form, "--device", device)
     return torch.from_numpy(np.load(output))

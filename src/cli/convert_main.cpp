@@ -81,7 +81,8 @@ void run_eval(const std::string& checkpoint, const std::string& tokens_path, con
   } else {
     logits = model->forward(tokens, nullptr, options);
   }
-  write_npy(output, logits.to(torch::kFloat));
+  // float64 models (for parity in float64) keep their precision; the others are written as float32.
+  write_npy(output, logits.scalar_type() == torch::kDouble ? logits : logits.to(torch::kFloat));
   log::info("logits ", logits.sizes(), " (", form, ", ", device, ") written to ", output);
 }
 
@@ -101,7 +102,8 @@ int main(int argc, char** argv) {
   import_cmd->add_option("--input", input, "folder with config.json and model.safetensors (or shards and model.safetensors.index.json)")
       ->required()->check(CLI::ExistingDirectory);
   import_cmd->add_option("--output", output, "model folder to create: usable as densessm-train's init_from and by densessm-generate")->required();
-  import_cmd->add_option("--dtype", dtype, "dtype of the imported model: fp32 (default), fp16 or bf16")->check(CLI::IsMember(std::vector<std::string>{"fp32", "fp16", "bf16"}));
+  import_cmd->add_option("--dtype", dtype, "dtype of the imported model: fp32 (default), fp16, bf16 or fp64")
+      ->check(CLI::IsMember(std::vector<std::string>{"fp32", "fp16", "bf16", "fp64"}));
   import_cmd->add_flag("--replace", replace, "replace an existing output folder (once the new one is complete)");
 
   auto* export_cmd = app.add_subcommand("export", "model folder or training checkpoint -> Hugging Face folder");
@@ -113,7 +115,7 @@ int main(int argc, char** argv) {
   export_cmd->add_option("--shard-size", shard_bytes, "split into shards of at most this many bytes, with model.safetensors.index.json (0: one file)");
   export_cmd->add_flag("--replace", replace, "replace an existing output folder (once the new one is complete)");
 
-  auto* eval_cmd = app.add_subcommand("eval", "logits of a model folder on given tokens, as a float32 .npy (B, T, V)");
+  auto* eval_cmd = app.add_subcommand("eval", "logits of a model folder on given tokens, as a .npy (B, T, V): float32, float64 for fp64 models");
   eval_cmd->add_option("--checkpoint", input, "model folder or checkpoint")->required()->check(CLI::ExistingDirectory);
   eval_cmd->add_option("--tokens", tokens, "JSON file: an array of B arrays of T token ids")->required()->check(CLI::ExistingFile);
   eval_cmd->add_option("--output", output, ".npy file to write")->required();

@@ -69,6 +69,16 @@ torch::Tensor read_tensor(const SafetensorsCheckpoint& weights, const std::strin
   return weights.tensor(name);
 }
 
+// The dtype model.pt stores (that of its embeddings, which every model has).
+torch::ScalarType stored_dtype(const std::string& path) {
+  torch::serialize::InputArchive archive, embeddings;
+  archive.load_from(path);
+  archive.read("embed_tokens", embeddings);
+  torch::Tensor weight;
+  embeddings.read("weight", weight);
+  return weight.scalar_type();
+}
+
 }  // namespace
 
 ExternalFormat parse_external_format(const std::string& name) {
@@ -240,7 +250,9 @@ CausalLM load_model_folder(const std::string& folder) {
   for (const auto& item : model->named_parameters()) shapes[item.key()] = item.value().sizes().vec();
   if (!fs::exists(weights_path)) throw ConvertError(weights_path + ": missing (a model folder holds model.json and model.pt)");
   try {
-    torch::load(model, weights_path);  // each parameter takes the stored tensor, dtype included
+    // torch::load cannot change a parameter's dtype (it would reinterpret the bytes): convert first.
+    model->to(stored_dtype(weights_path));
+    torch::load(model, weights_path);
   } catch (const c10::Error& e) {
     throw ConvertError(weights_path + ": corrupt, truncated or not a model of " + config_path + ": " + e.what_without_backtrace());
   }
