@@ -65,7 +65,12 @@ def print_table(rows, columns):
 
 
 def setup_torch(device):
-    """float32 as float32: TF32 would add errors of about 1e-3 on the GPU."""
+    """float32 as float32 (TF32 would add errors of about 1e-3 on the GPU), nothing downloaded, and
+    transformers' advice (no fused Mamba kernels, generation mixins) and progress bars kept quiet."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import transformers
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_grad_enabled(False)

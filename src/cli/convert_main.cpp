@@ -128,6 +128,9 @@ int main(int argc, char** argv) {
     if (*import_cmd) run_import(format, input, output, dtype, replace);
     if (*export_cmd) run_export(format, input, output, dtype, shard_bytes, replace);
     if (*eval_cmd) run_eval(input, tokens, output, form, device);
+  } catch (const c10::Error& e) {
+    std::cerr << "densessm-convert: error: " << e.what_without_backtrace() << "\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "densessm-convert: error: " << e.what() << "\n";
     return 1;
