@@ -265,8 +265,10 @@ CausalLM load_model_folder(const std::string& folder) {
   return model;
 }
 
-void save_model_folder(CausalLM& model, const std::string& folder, bool replace) {
+void save_model_folder(CausalLM& model, const std::string& folder, bool replace, const std::string& tokenizer) {
+  if (!tokenizer.empty() && !fs::is_regular_file(tokenizer)) throw ConvertError(tokenizer + ": no such tokenizer file");
   files::write_folder_atomically(folder, replace, [&](const std::string& temporary) {
+    if (!tokenizer.empty()) fs::copy_file(tokenizer, fs::path(temporary) / "tokenizer.model");
     torch::save(model, (fs::path(temporary) / "model.pt").string());
     std::ofstream out(fs::path(temporary) / "model.json");
     out << to_json(model->config()) << "\n";
