@@ -175,9 +175,20 @@ TEST_F(ConvertTest, ModelFoldersRoundTripAndImportedModelsSaveAsOnes) {
   save_model_folder(model, path("ours"));
   EXPECT_TRUE(fs::exists(path("ours/model.json")) && fs::exists(path("ours/model.pt")));
   EXPECT_THROW(save_model_folder(model, path("ours")), std::exception);  // exists: not replaced by default
-  save_model_folder(model, path("ours"), /*replace=*/true);
+  std::ofstream(path("tok.model")) << "sentencepiece bytes";
+  save_model_folder(model, path("ours"), /*replace=*/true, path("tok.model"));
+  EXPECT_TRUE(fs::exists(path("ours/tokenizer.model")));
+  EXPECT_THROW(save_model_folder(model, path("ours"), true, path("no-such.model")), ConvertError);
+  EXPECT_TRUE(fs::exists(path("ours/tokenizer.model")));  // the failed save left the folder as it was
   CausalLM back = load_model_folder(path("ours"));
   expect_same_parameters(model, back);
+  for (auto dtype : {torch::kBFloat16, torch::kHalf, torch::kDouble}) {  // imports may be of any of these
+    CausalLM low = load_model_folder(path("ours"));
+    low->to(dtype);
+    save_model_folder(low, path("low"), /*replace=*/true);
+    CausalLM low_back = load_model_folder(path("low"));
+    expect_same_parameters(low, low_back);
+  }
   // export -> import -> model folder -> export gives the same bytes.
   export_model(ExternalFormat::kHfDenseRetNet, back, path("hf1"));
   CausalLM imported = import_model(ExternalFormat::kHfDenseRetNet, path("hf1"));

@@ -164,6 +164,7 @@ std::vector<CorruptCase> corrupt_cases() {
       {"truncated data", truncated, "beyond the data area"},
       {"trailing bytes", trailing, "no tensor claims"},
       {"metadata not strings", make_file(R"({"__metadata__": {"format": 1}})", 0), "__metadata__"},
+      {"deeply nested JSON", make_file(R"({"a": )" + std::string(200000, '[') + std::string(200000, ']') + "}", 0), "tensor \"a\""},
   };
 }
 

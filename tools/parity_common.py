@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 TOLERANCE = 1e-4  # relative error (max |ours - reference| / max |reference|) allowed in float32
+TOLERANCE_FP64 = 1e-10  # the same in float64: what is left is rounding, so the functions are the same
 
 
 def convert(binary, *args):
@@ -20,11 +21,12 @@ def convert(binary, *args):
 
 
 def our_logits(binary, model_dir, tokens, work, form, device):
-    """Logits (B, T, V) of our model folder on `tokens` (B, T), through densessm-convert eval."""
+    """Logits (B, T, V) of our model folder on `tokens` (B, T), through densessm-convert eval (float64 for
+    a model imported with --dtype fp64, else float32)."""
     token_file = os.path.join(work, "tokens.json")
     with open(token_file, "w") as f:
         json.dump(tokens.tolist(), f)
-    output = os.path.join(work, f"logits-{form}.npy")
+    output = os.path.join(work, f"logits-{os.path.basename(model_dir)}-{form}.npy")
     convert(binary, "eval", "--checkpoint", model_dir, "--tokens", token_file, "--output", output,
             "--form", form, "--device", device)
     return torch.from_numpy(np.load(output))
@@ -63,7 +65,12 @@ def print_table(rows, columns):
 
 
 def setup_torch(device):
-    """float32 as float32: TF32 would add errors of about 1e-3 on the GPU."""
+    """float32 as float32 (TF32 would add errors of about 1e-3 on the GPU), nothing downloaded, and
+    transformers' advice (no fused Mamba kernels, generation mixins) and progress bars kept quiet."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import transformers
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_grad_enabled(False)

@@ -10,8 +10,13 @@ normalises the retention state by sqrt(sum_i gamma^i), as all three of our forms
 also divides each score row by clamp(sum |row|, 1, 5e4), which has no recurrent equivalent and changes
 the output through the group norm's epsilon (README, "One deliberate difference"). So our logits (each
 of our parallel, chunkwise and recurrent forms) are held to the reference's recurrent form, token by
-token: relative error <= 1e-4 in float32. The distance to the reference's parallel form is printed for
-information only.
+token, computed in float64 (with the parts the reference keeps in float32 made float64): our float64
+models must agree to 1e-10 (the same function), our float32 models to 1e-4 (relative error,
+max |difference| / max |reference|). Small random models can be ill-conditioned enough that float32
+rounding alone comes near 1e-4 (a head output that nearly cancels is scaled up by the group norm), so
+the reference's own float32 error is measured too (the larger of its two forms'), and a float32 result
+within 3x of it also passes.
+The distance of the reference's parallel form is printed for information.
 
 For several configs (dense_block_layers 1 and 2, tied embeddings, heads of several sizes) it builds a
 randomly initialised reference model, saves it (config.json + model.safetensors, as save_pretrained
@@ -32,7 +37,7 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parity_common import (TOLERANCE, convert, our_logits, print_table, relative_error, same_tensors,  # noqa: E402
+from parity_common import (TOLERANCE, TOLERANCE_FP64, convert, our_logits, print_table, relative_error, same_tensors,  # noqa: E402
                            setup_torch, tensors_of)
 
 # name, the reference's config keys
@@ -77,6 +82,21 @@ def randomise(model):
     for _, p in model.named_parameters():
         if p.dim() == 1:
             p.add_(0.2 * torch.randn_like(p))
+
+
+def exact_rms_norm(self, hidden_states):
+    """The reference's RMSNorm with the variance in the input's dtype (it takes it in float32 always)."""
+    variance = hidden_states.pow(2).mean(-1, keepdim=True)
+    return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
+
+
+def exact_buffers(rel_pos, keys):
+    """The reference computes its rotation angles and decays in float32 even for a float64 model; its
+    function in float64 uses them exact, as our float64 models do."""
+    half = keys["query_key_dim"] // keys["num_attention_heads"] // 2
+    device = rel_pos.angle.device
+    rel_pos.angle = (1.0 / 10000 ** torch.linspace(0, 1, half, dtype=torch.float64, device=device)).repeat_interleave(2)
+    rel_pos.decay = torch.log(1 - 2 ** (-5 - torch.arange(keys["num_attention_heads"], dtype=torch.float64, device=device)))
 
 
 def save(model, config, folder):
@@ -126,22 +146,40 @@ def main():
         case = os.path.join(work, name)
         shutil.rmtree(case, ignore_errors=True)
         os.makedirs(case)
-        hf_dir, ours_dir, export_dir = (os.path.join(case, d) for d in ("hf", "ours", "exported"))
-        config = reference_config(module, keys)
+        hf_dir, ours_dir, ours64_dir, export_dir = (os.path.join(case, d) for d in ("hf", "ours", "ours64", "exported"))
+        tied = keys.get("tie_word_embeddings", False)
+        # Built untied, then tied by hand: transformers 5 no longer reads the reference's list of tied weights.
+        config = reference_config(module, dict(keys, tie_word_embeddings=False))
         model = module.LlamaForCausalLM(config).eval()
-        if config.tie_word_embeddings:  # whatever this transformers release makes of the reference's tying
+        if tied:
             model.lm_head.weight = model.model.embed_tokens.weight
+            config.tie_word_embeddings = True
         randomise(model)
         save(model, config, hf_dir)
-        model = model.to(args.device)
         tokens = torch.randint(0, keys["vocab_size"], (2, args.seq_len))
-        reference = {form: reference_logits(model, tokens.to(args.device), form).float().cpu()
-                     for form in ("recurrent", "parallel")}
+        # The reference's own forms, in float32 and (the exact values, up to 1e-16) in float64.
+        # In float64, the reference's float32 parts (its norms' variance, its rotation and decay buffers)
+        # are made float64 too: otherwise they alone differ from the exact values by about 1e-7.
+        reference = {}
+        norm_forward = module.LlamaRMSNorm.forward
+        for dtype in (torch.float32, torch.float64):
+            model = model.to(args.device, dtype)
+            if dtype == torch.float64:
+                exact_buffers(model.model.retnet_rel_pos, keys)
+                module.LlamaRMSNorm.forward = exact_rms_norm
+            for form in ("recurrent", "parallel"):
+                reference[form, dtype] = reference_logits(model, tokens.to(args.device), form).cpu()
+        module.LlamaRMSNorm.forward = norm_forward
+        truth = reference["recurrent", torch.float64]
 
         convert(args.convert, "import", "--format", "hf-dense-retnet", "--input", hf_dir, "--output", ours_dir)
-        ours = {form: our_logits(args.convert, ours_dir, tokens, case, form, args.device)
-                for form in ("parallel", "chunkwise", "recurrent")}
-        errors = {form: relative_error(logits, reference["recurrent"]) for form, logits in ours.items()}
+        convert(args.convert, "import", "--format", "hf-dense-retnet", "--input", hf_dir, "--output", ours64_dir,
+                "--dtype", "fp64")
+        forms = ("parallel", "chunkwise", "recurrent")
+        ours = {form: our_logits(args.convert, ours_dir, tokens, case, form, args.device) for form in forms}
+        errors = {form: relative_error(logits, truth) for form, logits in ours.items()}
+        error64 = max(relative_error(our_logits(args.convert, ours64_dir, tokens, case, form, args.device), truth)
+                      for form in forms)
 
         convert(args.convert, "export", "--format", "hf-dense-retnet", "--input", ours_dir, "--output", export_dir)
         tensors_equal = same_tensors(tensors_of(hf_dir), tensors_of(export_dir))
@@ -150,16 +188,26 @@ def main():
         reimport_equal = torch.equal(our_logits(args.convert, reimport_dir, tokens, case, "chunkwise", args.device),
                                      ours["chunkwise"])
 
-        ok = all(e <= TOLERANCE for e in errors.values()) and tensors_equal and reimport_equal
+        # A float32 model is held to 1e-4, or, where float32 rounding alone comes near that (the group norm
+        # of a head output that nearly cancels amplifies it), to 3x the reference's own float32 error (the
+        # larger of its two forms', against the same float64 values).
+        reference_fp32 = max(relative_error(reference[form, torch.float32], truth) for form in ("recurrent", "parallel"))
+        fp32_bound = max(TOLERANCE, 3 * reference_fp32)
+        ok = (all(e <= fp32_bound for e in errors.values()) and error64 <= TOLERANCE_FP64 and tensors_equal and
+              reimport_equal)
         failed |= not ok
-        rows.append({"config": name, "m": keys["dense_block_layers"], "tied": keys.get("tie_word_embeddings", False),
-                     "vs ref.recurrent: parallel": f"{errors['parallel']:.2e}", "chunkwise": f"{errors['chunkwise']:.2e}",
-                     "recurrent": f"{errors['recurrent']:.2e}",
-                     "(info) vs ref.parallel": f"{relative_error(ours['chunkwise'], reference['parallel']):.2e}",
-                     "(info) ref.par vs ref.rec": f"{relative_error(reference['parallel'], reference['recurrent']):.2e}",
+        rows.append({"config": name, "m": keys["dense_block_layers"], "tied": tied,
+                     "fp64 max over forms": f"{error64:.1e}",
+                     "fp32 parallel": f"{errors['parallel']:.1e}", "fp32 chunkwise": f"{errors['chunkwise']:.1e}",
+                     "fp32 recurrent": f"{errors['recurrent']:.1e}",
+                     "ref fp32": f"{reference_fp32:.1e}",
+                     "(info) ref parallel": f"{relative_error(reference['parallel', torch.float64], truth):.1e}",
                      "export==ref": tensors_equal, "reimport==ours": reimport_equal, "result": "PASS" if ok else "FAIL"})
 
-    print(f"DenseRetNet parity against the reference code's recurrent form on {args.device} (tolerance {TOLERANCE:g}):")
+    print(f"DenseRetNet parity on {args.device}: relative error of our logits against the reference code's recurrent form\n"
+          f"computed in float64, for our models in float64 (tolerance {TOLERANCE_FP64:g}) and float32 (tolerance {TOLERANCE:g},\n"
+          "or 3x the reference's own float32 error, 'ref fp32', where that is larger); for information, the distance\n"
+          "of the reference's parallel form (the row normalisation we omit):")
     print_table(rows, list(rows[0].keys()))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

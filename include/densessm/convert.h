@@ -9,8 +9,9 @@
 //     Plain RetNet (dense_block_layers 0) is our extension: the reference always builds the dense
 //     parameters and normalises keys and values from layer 1 on.
 // A model folder (ours) holds model.json (the ModelConfig) and model.pt, exactly the model part of a
-// training checkpoint, so densessm-train (init_from) and densessm-generate read imported models the way
-// they read checkpoints.
+// training checkpoint, and tokenizer.model when one is known, so densessm-train (init_from) and
+// densessm-generate read imported models the way they read checkpoints. model.pt keeps the model's
+// dtype: read it with load_model_folder, which converts the model before loading.
 #pragma once
 
 #include <cstdint>
@@ -57,7 +58,8 @@ void export_model(ExternalFormat format, CausalLM& model, const std::string& fol
 /// newest checkpoint. The model keeps the stored dtype, on the CPU.
 CausalLM load_model_folder(const std::string& folder);
 
-/// Writes model.json and model.pt into `folder`, atomically (an existing folder only when `replace`).
-void save_model_folder(CausalLM& model, const std::string& folder, bool replace = false);
+/// Writes model.json and model.pt into `folder`, atomically (an existing folder only when `replace`), and
+/// a copy of `tokenizer` (a sentencepiece model, if not empty) as tokenizer.model, where generation looks.
+void save_model_folder(CausalLM& model, const std::string& folder, bool replace = false, const std::string& tokenizer = "");
 
 }  // namespace densessm

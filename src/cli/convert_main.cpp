@@ -20,10 +20,14 @@ using namespace densessm;
 const char* kFormats = "hf-mamba (transformers' MambaForCausalLM) or hf-dense-retnet (the reference DenseRetNet code)";
 
 void run_import(const std::string& format, const std::string& input, const std::string& output, const std::string& dtype,
-                bool replace) {
+                std::string tokenizer, bool replace) {
   const auto start = std::chrono::steady_clock::now();
   CausalLM model = import_model(parse_external_format(format), input, parse_dtype(dtype));
-  save_model_folder(model, output, replace);
+  // The reference's folders carry LLaMA's sentencepiece model; transformers' Mamba folders have none.
+  const auto beside = std::filesystem::path(input) / "tokenizer.model";
+  if (tokenizer.empty() && std::filesystem::is_regular_file(beside)) tokenizer = beside.string();
+  save_model_folder(model, output, replace, tokenizer);
+  if (tokenizer.empty()) log::info("no tokenizer.model copied: pass --tokenizer to generate text from this folder");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log::info("imported ", input, " (", format, ", ", to_string(model->config().architecture),
             model->config().dense() ? " with dense connections over " + std::to_string(model->config().dense_block_layers) + " layers" : "",
@@ -81,7 +85,8 @@ void run_eval(const std::string& checkpoint, const std::string& tokens_path, con
   } else {
     logits = model->forward(tokens, nullptr, options);
   }
-  write_npy(output, logits.to(torch::kFloat));
+  // float64 models (for parity in float64) keep their precision; the others are written as float32.
+  write_npy(output, logits.scalar_type() == torch::kDouble ? logits : logits.to(torch::kFloat));
   log::info("logits ", logits.sizes(), " (", form, ", ", device, ") written to ", output);
 }
 
@@ -92,7 +97,7 @@ int main(int argc, char** argv) {
                "and compute logits for parity checks"};
   app.require_subcommand(1);
 
-  std::string format, input, output, dtype = "fp32", form = "chunkwise", device = "cpu", tokens;
+  std::string format, input, output, dtype = "fp32", form = "chunkwise", device = "cpu", tokens, tokenizer;
   bool replace = false;
   uint64_t shard_bytes = 0;
 
@@ -101,7 +106,10 @@ int main(int argc, char** argv) {
   import_cmd->add_option("--input", input, "folder with config.json and model.safetensors (or shards and model.safetensors.index.json)")
       ->required()->check(CLI::ExistingDirectory);
   import_cmd->add_option("--output", output, "model folder to create: usable as densessm-train's init_from and by densessm-generate")->required();
-  import_cmd->add_option("--dtype", dtype, "dtype of the imported model: fp32 (default), fp16 or bf16")->check(CLI::IsMember(std::vector<std::string>{"fp32", "fp16", "bf16"}));
+  import_cmd->add_option("--dtype", dtype, "dtype of the imported model: fp32 (default), fp16, bf16 or fp64")
+      ->check(CLI::IsMember(std::vector<std::string>{"fp32", "fp16", "bf16", "fp64"}));
+  import_cmd->add_option("--tokenizer", tokenizer, "sentencepiece model to copy in as tokenizer.model (default: the input's tokenizer.model, if any)")
+      ->check(CLI::ExistingFile);
   import_cmd->add_flag("--replace", replace, "replace an existing output folder (once the new one is complete)");
 
   auto* export_cmd = app.add_subcommand("export", "model folder or training checkpoint -> Hugging Face folder");
@@ -113,7 +121,7 @@ int main(int argc, char** argv) {
   export_cmd->add_option("--shard-size", shard_bytes, "split into shards of at most this many bytes, with model.safetensors.index.json (0: one file)");
   export_cmd->add_flag("--replace", replace, "replace an existing output folder (once the new one is complete)");
 
-  auto* eval_cmd = app.add_subcommand("eval", "logits of a model folder on given tokens, as a float32 .npy (B, T, V)");
+  auto* eval_cmd = app.add_subcommand("eval", "logits of a model folder on given tokens, as a .npy (B, T, V): float32, float64 for fp64 models");
   eval_cmd->add_option("--checkpoint", input, "model folder or checkpoint")->required()->check(CLI::ExistingDirectory);
   eval_cmd->add_option("--tokens", tokens, "JSON file: an array of B arrays of T token ids")->required()->check(CLI::ExistingFile);
   eval_cmd->add_option("--output", output, ".npy file to write")->required();
@@ -123,9 +131,12 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   try {
-    if (*import_cmd) run_import(format, input, output, dtype, replace);
+    if (*import_cmd) run_import(format, input, output, dtype, tokenizer, replace);
     if (*export_cmd) run_export(format, input, output, dtype, shard_bytes, replace);
     if (*eval_cmd) run_eval(input, tokens, output, form, device);
+  } catch (const c10::Error& e) {
+    std::cerr << "densessm-convert: error: " << e.what_without_backtrace() << "\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "densessm-convert: error: " << e.what() << "\n";
     return 1;

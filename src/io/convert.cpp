@@ -69,6 +69,16 @@ torch::Tensor read_tensor(const SafetensorsCheckpoint& weights, const std::strin
   return weights.tensor(name);
 }
 
+// The dtype model.pt stores (that of its embeddings, which every model has).
+torch::ScalarType stored_dtype(const std::string& path) {
+  torch::serialize::InputArchive archive, embeddings;
+  archive.load_from(path);
+  archive.read("embed_tokens", embeddings);
+  torch::Tensor weight;
+  embeddings.read("weight", weight);
+  return weight.scalar_type();
+}
+
 }  // namespace
 
 ExternalFormat parse_external_format(const std::string& name) {
@@ -240,7 +250,9 @@ CausalLM load_model_folder(const std::string& folder) {
   for (const auto& item : model->named_parameters()) shapes[item.key()] = item.value().sizes().vec();
   if (!fs::exists(weights_path)) throw ConvertError(weights_path + ": missing (a model folder holds model.json and model.pt)");
   try {
-    torch::load(model, weights_path);  // each parameter takes the stored tensor, dtype included
+    // torch::load cannot change a parameter's dtype (it would reinterpret the bytes): convert first.
+    model->to(stored_dtype(weights_path));
+    torch::load(model, weights_path);
   } catch (const c10::Error& e) {
     throw ConvertError(weights_path + ": corrupt, truncated or not a model of " + config_path + ": " + e.what_without_backtrace());
   }
@@ -253,8 +265,10 @@ CausalLM load_model_folder(const std::string& folder) {
   return model;
 }
 
-void save_model_folder(CausalLM& model, const std::string& folder, bool replace) {
+void save_model_folder(CausalLM& model, const std::string& folder, bool replace, const std::string& tokenizer) {
+  if (!tokenizer.empty() && !fs::is_regular_file(tokenizer)) throw ConvertError(tokenizer + ": no such tokenizer file");
   files::write_folder_atomically(folder, replace, [&](const std::string& temporary) {
+    if (!tokenizer.empty()) fs::copy_file(tokenizer, fs::path(temporary) / "tokenizer.model");
     torch::save(model, (fs::path(temporary) / "model.pt").string());
     std::ofstream out(fs::path(temporary) / "model.json");
     out << to_json(model->config()) << "\n";

@@ -44,7 +44,8 @@ void write_folder_atomically(const std::string& folder, bool replace,
                              const std::function<void(const std::string& temporary)>& write) {
   const fs::path final_path = fs::absolute(folder).lexically_normal();
   if (fs::exists(final_path) && !replace) {
-    throw std::runtime_error(final_path.string() + " already exists (choose another output or allow replacing it)");
+    throw std::runtime_error(final_path.string() + " already exists and is left as it is (choose another folder, or replace "
+                             "it: densessm-convert --replace)");
   }
   fs::create_directories(final_path.parent_path());
   const fs::path temp = temporary_name(final_path);

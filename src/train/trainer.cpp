@@ -116,7 +116,8 @@ class Trainer {
     }
     torch::manual_seed(c_.seed);
     model_ = CausalLM(c_.model);
-    if (!c_.init_from.empty()) initialise_from(c_.init_from);
+    const bool resuming = options_.resume && latest_checkpoint(c_.output_dir);
+    if (!c_.init_from.empty() && !resuming) initialise_from(c_.init_from);
     model_->to(device_);
     optimizer_ = make_adamw(model_->named_parameters(), c_.optimizer);
     parameters_ = model_->parameters();
