@@ -1,6 +1,6 @@
 // Data-parallel training, end to end: the real densessm-train, 2 ranks over Gloo on localhost, held against
 // 1 rank with the same global batch (same blocks in the same order), plus resuming under another world
-// size and the fault paths (a rank that dies, a rank that never comes).
+// size, the fault paths (a rank that dies, a rank that never comes) and the launcher's signal handling.
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -194,6 +194,15 @@ class DataParallel : public ::testing::Test {
     return result;
   }
 
+  // Waits until the run `name` has logged `steps` training steps; false after two minutes.
+  static bool wait_for_steps(const std::string& name, size_t steps) {
+    const auto give_up = Clock::now() + std::chrono::seconds(120);
+    while (metric(name, "loss").size() < steps && Clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return metric(name, "loss").size() >= steps;
+  }
+
   static CausalLM final_model(const std::string& name) {
     const auto dir = latest_checkpoint((dir_ / name).string());
     EXPECT_TRUE(dir.has_value()) << name;
@@ -253,10 +262,7 @@ TEST_F(DataParallel, ARankThatDiesStopsTheOthersWithAClearError) {
   };
   Process first = spawn({"--config", run}, with("0"), dir_ / "dies-0.log");
   Process second = spawn({"--config", run}, with("1"), dir_ / "dies-1.log");
-  // Past the first checkpoint (step 3).
-  const auto give_up = Clock::now() + std::chrono::seconds(120);
-  while (metric("dies", "loss").size() < 5 && Clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  ASSERT_GE(metric("dies", "loss").size(), 5u) << first.error_output();
+  ASSERT_TRUE(wait_for_steps("dies", 5)) << first.error_output();  // past the first checkpoint (step 3)
   ::kill(second.pid, SIGKILL);
   second.wait(std::chrono::seconds(10));
   const int status = first.wait(std::chrono::seconds(10 + 60));  // the timeout, and a margin for a loaded machine
@@ -280,6 +286,41 @@ TEST_F(DataParallel, ARankThatNeverComesStopsTheOthersAfterTheTimeout) {
   EXPECT_NE(alone.error_output().find("rank 0: the rendezvous of 2 ranks at 127.0.0.1:" + port + " failed"), std::string::npos)
       << alone.error_output();
   EXPECT_FALSE(fs::exists(dir_ / "alone" / "checkpoints"));
+}
+
+// The launcher's rank processes (its children), read from /proc.
+std::vector<pid_t> children_of(pid_t parent) {
+  std::ifstream in("/proc/" + std::to_string(parent) + "/task/" + std::to_string(parent) + "/children");
+  std::vector<pid_t> result;
+  for (pid_t pid; in >> pid;) result.push_back(pid);
+  return result;
+}
+
+TEST_F(DataParallel, TheLauncherStopsEveryRankWhenOneFails) {
+  const std::string run = config("launcher-fails", 2, {{"max_steps", 100000}, {"eval_every", 0}, {"checkpoint_every", 0}});
+  Process launcher = spawn({"--nproc-per-node", "2", "--config", run}, {}, dir_ / "launcher-fails.log");
+  ASSERT_TRUE(wait_for_steps("launcher-fails", 3)) << launcher.error_output();
+  const auto ranks = children_of(launcher.pid);
+  ASSERT_EQ(ranks.size(), 2u);
+  ::kill(ranks[1], SIGKILL);
+  EXPECT_EQ(launcher.wait(std::chrono::seconds(60)), 128 + SIGKILL) << launcher.error_output();
+  EXPECT_NE(launcher.error_output().find("rank 1 failed (exit status 137); stopping the others"), std::string::npos)
+      << launcher.error_output();
+  EXPECT_NE(::kill(ranks[0], 0), 0) << "rank 0 outlived the launcher";
+}
+
+// SIGTERM to the launcher reaches every rank: they stop after the same step with a checkpoint and exit 0.
+TEST_F(DataParallel, TheLauncherPassesSignalsOn) {
+  const std::string run = config("launcher-signal", 2, {{"max_steps", 100000}, {"eval_every", 0}, {"checkpoint_every", 0}});
+  Process launcher = spawn({"--nproc-per-node", "2", "--config", run}, {}, dir_ / "launcher-signal.log");
+  ASSERT_TRUE(wait_for_steps("launcher-signal", 3)) << launcher.error_output();
+  ::kill(launcher.pid, SIGTERM);
+  EXPECT_EQ(launcher.wait(std::chrono::seconds(60)), 0) << launcher.error_output();
+  const auto dir = latest_checkpoint((dir_ / "launcher-signal").string());
+  ASSERT_TRUE(dir.has_value());
+  char last[32];  // the checkpoint is of the last logged step
+  std::snprintf(last, sizeof(last), "step-%08lld", static_cast<long long>(metric("launcher-signal", "step").back()));
+  EXPECT_EQ(fs::path(*dir).filename(), last);
 }
 
 }  // namespace

@@ -76,6 +76,8 @@ struct TrainOptions {
 
 /// Trains; returns the number of optimizer steps completed in total. Throws std::runtime_error (or
 /// ConfigError) with a clear message on bad input. SIGINT/SIGTERM save a checkpoint and return.
+/// With torchrun's variables set (WORLD_SIZE > 1, RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) this process
+/// is one rank of a data-parallel job: batch_size is per rank, rank 0 writes metrics and checkpoints.
 int64_t train(const RunConfig& config, const TrainOptions& options);
 
 }  // namespace densessm

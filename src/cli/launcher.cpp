@@ -77,7 +77,8 @@ int launch_local(int nproc, const std::vector<std::string>& arguments, int grace
     throw std::runtime_error("--nproc-per-node: WORLD_SIZE is already set: this process is already one rank of a job");
   }
   const std::string addr = variable("MASTER_ADDR", "127.0.0.1");
-  const std::string port = variable("MASTER_PORT", std::to_string(free_port()));
+  std::string port = variable("MASTER_PORT", "");
+  if (port.empty()) port = std::to_string(free_port());
   struct sigaction action {};
   action.sa_handler = on_signal;
   sigemptyset(&action.sa_mask);

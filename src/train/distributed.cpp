@@ -114,6 +114,11 @@ Environment Environment::from_process() {
 torch::Device device_of_rank(const std::string& configured, const Environment& environment) {
   torch::Device device(configured);
   if (!environment.enabled() || !device.is_cuda()) return device;
+  const int64_t available = torch::cuda::device_count();
+  if (available > 0 && environment.local_rank >= available) {
+    throw std::runtime_error("LOCAL_RANK=" + std::to_string(environment.local_rank) + " but this machine has " +
+                             std::to_string(available) + " CUDA device(s): start at most that many ranks per machine");
+  }
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(environment.local_rank));
 }
 

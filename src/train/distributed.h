@@ -28,7 +28,8 @@ struct Environment {
   static Environment from_process();
 };
 
-/// The device of this rank: "cuda" (or "cuda:N") becomes cuda:LOCAL_RANK in a multi-process run.
+/// The device of this rank: "cuda" (or "cuda:N") becomes cuda:LOCAL_RANK in a multi-process run (an error
+/// when this machine has no such GPU).
 torch::Device device_of_rank(const std::string& configured, const Environment& environment);
 
 /// The process group of all ranks. Collectives block until every rank joins or the timeout passes; a
