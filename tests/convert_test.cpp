@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "densessm/convert.h"
+#include "densessm/generate.h"  // parse_dtype
 #include "densessm/safetensors.h"
 #include "test_helpers.h"
 

@@ -37,9 +37,6 @@ enum class ExternalFormat { kHfMamba, kHfDenseRetNet };
 ExternalFormat parse_external_format(const std::string& name);
 std::string to_string(ExternalFormat format);
 
-/// "fp32", "fp16", "bf16" (or "fp64") -> dtype; throws ConvertError otherwise.
-torch::ScalarType parse_dtype(const std::string& name);
-
 /// Builds our model from a Hugging Face folder (config.json + safetensors); its tensors (F64, F32, F16
 /// or BF16) are converted to `dtype`. Every tensor of the layout must be present with its exact shape,
 /// and no other tensor may be: errors name the tensor and both shapes.

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "densessm/convert.h"
+#include "densessm/generate.h"  // parse_dtype
 #include "densessm/log.h"
 #include "io/npy.h"
 #include "json_reader.h"

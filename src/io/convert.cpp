@@ -91,14 +91,6 @@ std::string to_string(ExternalFormat format) {
   return format == ExternalFormat::kHfMamba ? "hf-mamba" : "hf-dense-retnet";
 }
 
-torch::ScalarType parse_dtype(const std::string& name) {
-  if (name == "fp32") return torch::kFloat;
-  if (name == "fp16") return torch::kHalf;
-  if (name == "bf16") return torch::kBFloat16;
-  if (name == "fp64") return torch::kDouble;
-  throw ConvertError("unknown dtype \"" + name + "\" (expected fp32, fp16, bf16 or fp64)");
-}
-
 std::string torch_dtype_name(torch::ScalarType dtype) {
   if (dtype == torch::kFloat) return "float32";
   if (dtype == torch::kHalf) return "float16";

@@ -1,5 +1,8 @@
 #include "train/checkpoint.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <boost/crc.hpp>
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
