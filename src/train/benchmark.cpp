@@ -22,7 +22,11 @@ using Clock = std::chrono::steady_clock;
 struct DeviceMemory {
   // "cuda" without an index is the current device.
   explicit DeviceMemory(torch::Device device)
-      : cuda_(device.is_cuda()), index_(device.has_index() || !cuda_ ? device.index() : at::accelerator::getDeviceIndex()) {}
+      : cuda_(device.is_cuda()), index_(device.has_index() || !cuda_ ? device.index() : at::accelerator::getDeviceIndex()) {
+    // The caching allocator sets up its per-device counters at the first allocation; before that, asking
+    // for its statistics fails with "Invalid device argument" (seen on the H200).
+    if (cuda_) torch::empty({1}, torch::TensorOptions().device(torch::kCUDA, index_));
+  }
   void reset() {
     if (!cuda_) return;
     at::accelerator::emptyCache();
