@@ -2,6 +2,7 @@
 // poisoned with NaN, against the LibTorch step operators evaluated in float64. Skipped without a GPU.
 #include "densessm/kernels.h"
 #include "densessm/selective_scan.h"
+#include "kernel_test_helpers.h"
 #include "test_helpers.h"
 
 #ifdef DENSESSM_WITH_CUDA
@@ -14,16 +15,15 @@ namespace densessm {
 namespace {
 
 using densessm::testing::relative_error;
+#ifdef DENSESSM_WITH_CUDA
+using densessm::testing::cpu64;
+using densessm::testing::kernel_dtype;
+using densessm::testing::poisoned;
+using densessm::testing::tolerance;
+#endif
 
 #ifdef DENSESSM_WITH_CUDA
 
-kernels::DType kernel_dtype(torch::ScalarType t) {
-  return t == torch::kFloat ? kernels::DType::kFloat32 : t == torch::kHalf ? kernels::DType::kFloat16 : kernels::DType::kBFloat16;
-}
-
-double tolerance(torch::ScalarType t) { return t == torch::kFloat ? 1e-5 : 1e-2; }
-
-torch::Tensor cpu64(const torch::Tensor& t) { return t.defined() ? t.to(torch::kCPU, torch::kDouble) : t; }
 
 class MambaStepKernel : public ::testing::Test {
  protected:

@@ -5,6 +5,7 @@
 #include "densessm/kernels.h"
 #include "densessm/model.h"
 #include "densessm/selective_scan.h"
+#include "kernel_test_helpers.h"
 #include "test_helpers.h"
 
 #ifdef DENSESSM_WITH_CUDA
@@ -17,19 +18,15 @@ namespace densessm {
 namespace {
 
 using densessm::testing::relative_error;
+#ifdef DENSESSM_WITH_CUDA
+using densessm::testing::cpu64;
+using densessm::testing::kernel_dtype;
+using densessm::testing::poisoned;
+using densessm::testing::tolerance;
+#endif
 
 #ifdef DENSESSM_WITH_CUDA
 
-kernels::DType kernel_dtype(torch::ScalarType t) {
-  return t == torch::kFloat ? kernels::DType::kFloat32 : t == torch::kHalf ? kernels::DType::kFloat16 : kernels::DType::kBFloat16;
-}
-
-double tolerance(torch::ScalarType t) { return t == torch::kFloat ? 1e-5 : 1e-2; }
-
-torch::Tensor cpu64(const torch::Tensor& t) { return t.defined() ? t.to(torch::kCPU, torch::kDouble) : t; }
-torch::Tensor poisoned(torch::IntArrayRef sizes, torch::ScalarType dtype) {
-  return torch::full(sizes, NAN, torch::TensorOptions().device(torch::kCUDA).dtype(dtype));
-}
 const void* pointer(const torch::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 const float* float_pointer(const torch::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 
