@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "densessm/convert.h"
 #include "densessm/generate.h"
 #include "generate/batch_decoder.h"
 #include "generate/sampling.h"
@@ -386,6 +387,22 @@ TEST_F(GenerationCheckpoint, TextStreamsHoldBackStopStringsAndCutBeforeThem) {
   for (size_t i = prompt.size(); i < rest.size(); ++i) plain.push(rest[i]);
   EXPECT_EQ(plain.text(), " walked toward the green hill");
   EXPECT_FALSE(plain.stopped());
+}
+
+// An imported model folder keeps its stored dtype (densessm-convert import --dtype bf16): it loads as that
+// dtype with the same weights, not reinterpreted bytes.
+TEST_F(GenerationCheckpoint, LoadsAModelFolderStoredInBfloat16) {
+  torch::manual_seed(5);
+  CausalLM model(config_);
+  model->to(torch::kBFloat16);
+  const fs::path folder = dir_ / "imported-bf16";
+  save_model_folder(model, folder.string(), /*replace=*/true, tokenizer_);
+  Checkpoint c = load_checkpoint(folder.string());
+  const auto tokens = torch::randint(0, config_.vocab_size, {2, 9}, torch::kLong);
+  EXPECT_EQ(c.model->parameters().front().scalar_type(), torch::kBFloat16);
+  torch::NoGradGuard no_grad;
+  model->eval();
+  EXPECT_TRUE(torch::equal(c.model->forward(tokens), model->forward(tokens)));
 }
 
 TEST_F(GenerationCheckpoint, PromptsThatAreEmptyOrTokenizeToNothingAreRejected) {

@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include "densessm/convert.h"
 #include "densessm/generate.h"
 #include "json_reader.h"
 #include "train/checkpoint.h"
@@ -51,13 +52,14 @@ Checkpoint load_checkpoint(const std::string& path) {
                         " pieces but the model config's vocab_size is " + std::to_string(config.vocab_size));
   }
   config.dropout = 0;
-  CausalLM model(config);
+  CausalLM model{nullptr};
   try {
-    torch::load(model, (dir / "model.pt").string());
-  } catch (const c10::Error& e) {
-    throw GenerateError((dir / "model.pt").string() + ": corrupt, truncated or of another model shape: " +
-                        e.what_without_backtrace());
+    // The one reader of model folders: it keeps the stored dtype (an imported model may be bf16 or fp16).
+    model = load_model_folder(dir.string());
+  } catch (const ConvertError& e) {
+    throw GenerateError(e.what());
   }
+  model->eval();
   return Checkpoint{config, model, *tokenizer};
 }
 
