@@ -52,12 +52,17 @@ case $mode in
     if ((${#selected[@]} == 0)); then
       for model in "${RUNS[@]}"; do selected+=("$model-seed1" "$model-seed2"); done
     fi
-    # Small models leave most of an H200 idle: run them side by side, each its own process.
+    # Small models leave most of an H200 idle: run them side by side, each its own process, spread over
+    # the machine's GPUs in turn (each process sees one).
+    gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
+    ((gpus > 0)) || { echo "experiment.sh: no GPU" >&2; exit 1; }
     pids=()
-    for run in "${selected[@]}"; do
+    for i in "${!selected[@]}"; do
+      run=${selected[$i]}
       rm -rf "$DIR/$run"
       mkdir -p "$DIR/$run"
-      "$BUILD_DIR/densessm-train" --config "configs/experiments/runs/$run.json" > "$DIR/$run/console.log" 2>&1 &
+      CUDA_VISIBLE_DEVICES=$((i % gpus)) "$BUILD_DIR/densessm-train" --config "configs/experiments/runs/$run.json" \
+        > "$DIR/$run/console.log" 2>&1 &
       pids+=($!)
     done
     status=0
