@@ -20,13 +20,7 @@
 namespace densessm {
 namespace {
 
-using densessm::testing::relative_error;
-#ifdef DENSESSM_WITH_CUDA
-using densessm::testing::cpu64;
-using densessm::testing::kernel_dtype;
-using densessm::testing::poisoned;
-using densessm::testing::tolerance;
-#endif
+using namespace densessm::testing;  // relative_error and the kernel tests' helpers
 
 #ifdef DENSESSM_WITH_CUDA
 
