@@ -68,6 +68,14 @@ TEST_P(Model, PrefillThenStepsEqualsTheWholeSequence) {
       DecodeState state = model->initial_state(B);
       const int64_t bytes = state.nbytes();
       std::vector<torch::Tensor> logits = {model->forward(x.narrow(1, 0, prompt), &state, form(prefill_form, 3))};
+      ForwardOptions last_only = form(prefill_form, 3);
+      last_only.last_logits_only = true;
+      DecodeState again = model->initial_state(B);
+      const auto last = model->forward(x.narrow(1, 0, prompt), &again, last_only);  // (B, 1, V)
+      ASSERT_EQ(last.size(1), 1);
+      EXPECT_LT(relative_error(last, logits[0].narrow(1, prompt - 1, 1)), 1e-12) << name(c);
+      EXPECT_LT(relative_error(again.layers[0].kv.defined() ? again.layers[0].kv : again.layers[0].ssm,
+                               state.layers[0].kv.defined() ? state.layers[0].kv : state.layers[0].ssm), 1e-12);
       for (int64_t t = prompt; t < T; ++t) {
         logits.push_back(model->step(x.select(1, t), state).unsqueeze(1));
         EXPECT_EQ(state.nbytes(), bytes) << "the state grew at token " << t;

@@ -41,6 +41,8 @@ struct ForwardOptions {
   /// Checks on the host that token ids are in [0, V): a device sync, so a step captured in a CUDA graph
   /// turns it off (its ids come from sampling and are in range by construction).
   bool check_tokens = true;
+  /// Logits of the last position only, (B, 1, V): what a prefill needs, without the (B, T, V) tensor.
+  bool last_logits_only = false;
 };
 
 /// One layer: pre-norm residual block around a mixer (retention GAU or Mamba mixer).

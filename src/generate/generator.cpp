@@ -70,7 +70,9 @@ Generator::Prefilled Generator::prefill(const std::vector<std::vector<int32_t>>&
     for (int64_t i : members) flat.insert(flat.end(), prompts[i].begin(), prompts[i].end());
     auto tokens = torch::tensor(flat, torch::kLong).view({static_cast<int64_t>(members.size()), -1}).to(device);
     DecodeState state = model_->initial_state(tokens.size(0));
-    lasts.push_back(model_->forward(tokens, &state).select(1, -1));  // (b, V)
+    ForwardOptions prefill;
+    prefill.last_logits_only = true;
+    lasts.push_back(model_->forward(tokens, &state, prefill).select(1, 0));  // (b, V)
     states.push_back(std::move(state));
     order.insert(order.end(), members.begin(), members.end());
   }

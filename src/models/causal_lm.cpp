@@ -78,7 +78,7 @@ torch::Tensor CausalLMImpl::forward(const torch::Tensor& tokens, DecodeState* st
     }
   }
   if (state != nullptr) state->position = position + T;
-  return logits(h);
+  return logits(options.last_logits_only ? h.narrow(1, T - 1, 1) : h);
 }
 
 torch::Tensor CausalLMImpl::step(const torch::Tensor& tokens, DecodeState& state, bool check_tokens) {
