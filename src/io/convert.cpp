@@ -91,6 +91,13 @@ std::string to_string(ExternalFormat format) {
   return format == ExternalFormat::kHfMamba ? "hf-mamba" : "hf-dense-retnet";
 }
 
+std::string rename_parameter(const std::string& ours, const NameRules& rules, const std::string& layout) {
+  for (const auto& [pattern, replacement] : rules) {
+    if (std::regex_match(ours, pattern)) return std::regex_replace(ours, pattern, replacement);
+  }
+  throw ConvertError(layout + ": no name for parameter \"" + ours + "\"");
+}
+
 std::string torch_dtype_name(torch::ScalarType dtype) {
   if (dtype == torch::kFloat) return "float32";
   if (dtype == torch::kHalf) return "float16";

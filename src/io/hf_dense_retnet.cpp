@@ -84,7 +84,7 @@ json write_config(const ModelConfig& c, torch::ScalarType dtype) {
 }
 
 std::string external_name(const std::string& ours) {
-  static const std::vector<std::pair<std::regex, std::string>> rules = {
+  static const NameRules rules = {
       {std::regex("embed_tokens\\.weight"), "model.embed_tokens.weight"},
       {std::regex("norm\\.weight"), "model.norm.weight"},
       {std::regex("lm_head\\.weight"), "lm_head.weight"},
@@ -92,10 +92,7 @@ std::string external_name(const std::string& ours) {
       {std::regex("layers\\.([0-9]+)\\.(to_hidden|to_out)\\.weight"), "model.layers.$1.self_attn.$2.0.weight"},
       {std::regex("layers\\.([0-9]+)\\.(.+)"), "model.layers.$1.self_attn.$2"},
   };
-  for (const auto& [pattern, replacement] : rules) {
-    if (std::regex_match(ours, pattern)) return std::regex_replace(ours, pattern, replacement);
-  }
-  throw ConvertError("hf-dense-retnet: no name for parameter \"" + ours + "\"");
+  return rename_parameter(ours, rules, "hf-dense-retnet");
 }
 
 std::vector<int64_t> external_shape(const std::string&, const std::vector<int64_t>& shape) { return shape; }

@@ -3,7 +3,9 @@
 // safetensors files. The generic import and export (src/io/convert.cpp) do the rest.
 #pragma once
 
+#include <regex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -51,6 +53,11 @@ class HfConfigReader {
   const nlohmann::json& config_;
   std::string source_;
 };
+
+/// (pattern, replacement) pairs: our parameter name -> the layout's, the first whole match wins.
+using NameRules = std::vector<std::pair<std::regex, std::string>>;
+/// `ours` rewritten by the first rule matching it whole; a ConvertError naming `layout` when none does.
+std::string rename_parameter(const std::string& ours, const NameRules& rules, const std::string& layout);
 
 /// "float32", "float16", "bfloat16" (the torch_dtype of config.json).
 std::string torch_dtype_name(torch::ScalarType dtype);

@@ -122,7 +122,7 @@ json write_config(const ModelConfig& c, torch::ScalarType dtype) {
 }
 
 std::string external_name(const std::string& ours) {
-  static const std::vector<std::pair<std::regex, std::string>> rules = {
+  static const NameRules rules = {
       {std::regex("embed_tokens\\.weight"), "backbone.embeddings.weight"},
       {std::regex("norm\\.weight"), "backbone.norm_f.weight"},
       {std::regex("lm_head\\.weight"), "lm_head.weight"},
@@ -131,10 +131,7 @@ std::string external_name(const std::string& ours) {
       {std::regex("layers\\.([0-9]+)\\.conv_bias"), "backbone.layers.$1.mixer.conv1d.bias"},
       {std::regex("layers\\.([0-9]+)\\.(.+)"), "backbone.layers.$1.mixer.$2"},
   };
-  for (const auto& [pattern, replacement] : rules) {
-    if (std::regex_match(ours, pattern)) return std::regex_replace(ours, pattern, replacement);
-  }
-  throw ConvertError("hf-mamba: no name for parameter \"" + ours + "\"");
+  return rename_parameter(ours, rules, "hf-mamba");
 }
 
 std::vector<int64_t> external_shape(const std::string& ours, const std::vector<int64_t>& shape) {
