@@ -268,7 +268,7 @@ void save_model_folder(CausalLM& model, const std::string& folder, bool replace,
   if (!tokenizer.empty() && !fs::is_regular_file(tokenizer)) throw ConvertError(tokenizer + ": no such tokenizer file");
   files::write_folder_atomically(folder, replace, [&](const std::string& temporary) {
     if (!tokenizer.empty()) fs::copy_file(tokenizer, fs::path(temporary) / "tokenizer.model");
-    torch::save(model, (fs::path(temporary) / "model.pt").string());
+    save_checked(model, (fs::path(temporary) / "model.pt").string());
     std::ofstream out(fs::path(temporary) / "model.json");
     out << to_json(model->config()) << "\n";
     if (!out.flush()) throw ConvertError(folder + "/model.json: write failed (disk full?)");
