@@ -55,7 +55,7 @@ struct Process {
 };
 
 Process spawn(const std::vector<std::string>& arguments, const std::vector<std::string>& variables, const fs::path& log) {
-  std::vector<std::string> argv = {DENSESSM_TRAIN_EXE};
+  std::vector<std::string> argv = {DENSESSM_TRAIN_BINARY};
   argv.insert(argv.end(), arguments.begin(), arguments.end());
   std::vector<std::string> environment = variables;
   for (char** e = environ; *e; ++e) environment.emplace_back(*e);  // the first definition of a name wins
