@@ -3,7 +3,8 @@
 # budget for RetNet / DenseRetNet and Mamba / DenseMamba of matched size (configs/experiments/).
 #
 #   bash tools/experiment.sh data            # CPU machine: corpus, tokenizer, shards -> runs/experiments/data
-#   bash tools/experiment.sh train [RUN...]  # GPU machine, after a build: the runs (default: all eight)
+#   bash tools/experiment.sh train [RUN...]  # GPU machine, after a build: the runs (default: all eight;
+#                                           # GPUS="0 1" picks the GPUs)
 #   bash tools/experiment.sh plot            # the curves of every finished run -> docs/results/*.png
 #
 # The corpus is English text from Debian's package registry: the King James Bible (bible-kjv, one document
@@ -54,14 +55,17 @@ case $mode in
     fi
     # Small models leave most of an H200 idle: run them side by side, each its own process, spread over
     # the machine's GPUs in turn (each process sees one).
-    gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
+    # GPUS (default: all of them) lists the GPUs to use, e.g. GPUS="1" keeps GPU 0 free for other work.
+    read -ra gpu_list <<< "${GPUS:-$(nvidia-smi --query-gpu=index --format=csv,noheader | tr '\n' ' ')}"
+    gpus=${#gpu_list[@]}
     ((gpus > 0)) || { echo "experiment.sh: no GPU" >&2; exit 1; }
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
     pids=()
     for i in "${!selected[@]}"; do
       run=${selected[$i]}
       rm -rf "$DIR/$run"
       mkdir -p "$DIR/$run"
-      CUDA_VISIBLE_DEVICES=$((i % gpus)) "$BUILD_DIR/densessm-train" --config "configs/experiments/runs/$run.json" \
+      CUDA_VISIBLE_DEVICES=${gpu_list[$((i % gpus))]} "$BUILD_DIR/densessm-train" --config "configs/experiments/runs/$run.json" \
         > "$DIR/$run/console.log" 2>&1 &
       pids+=($!)
     done
@@ -84,7 +88,7 @@ case $mode in
     done
     ;;
   *)
-    sed -n '2,12p' "$0" >&2
+    sed -n '2,13p' "$0" >&2
     exit 2
     ;;
 esac

@@ -25,6 +25,16 @@ fi
 export PKG_CONFIG_PATH="$DEPS/usr/lib/x86_64-linux-gnu/pkgconfig"
 export LD_LIBRARY_PATH="$DEPS/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 TORCH_CMAKE=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+# nccl.h of the NCCL version this PyTorch was built with (ProcessGroupNCCL's options embed its ncclConfig_t;
+# densessm-train checks the match at start): the first candidate of that major.minor. Without it the build
+# has no NCCL backend (multi-GPU training then says so).
+want=$(python3 -c 'import torch; v = torch.cuda.nccl.version(); print(v[0], v[1])' 2>/dev/null || true)
+candidates=$(python3 -c 'import nvidia; print(*nvidia.__path__, sep="\n")' 2>/dev/null | xargs -r -I{} find {} -name nccl.h -printf '%h\n' 2>/dev/null || true)
+for dir in $candidates /usr/local/cuda/include /usr/include; do
+  [[ -n $want && -f $dir/nccl.h ]] || continue
+  have=$(awk '/^#define NCCL_MAJOR/{a=$3} /^#define NCCL_MINOR/{b=$3} END{print a, b}' "$dir/nccl.h")
+  if [[ $have == "$want" ]]; then export CMAKE_INCLUDE_PATH="$dir"; echo "nccl.h: $dir (NCCL $want, as PyTorch)"; break; fi
+done
 BUILD_DIR=${BUILD_DIR:-build-gpu}
 
 if [[ $mode == build || $mode == test || $mode == all ]]; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run ON A GPU MACHINE WITH 2 GPUS (the `run` tool's kind nvidia-h200-x2), from the repository root with
-# .debs carried: builds densessm-train for sm_90a against the machine's PyTorch LibTorch and NCCL, then
+# .debs carried: builds densessm-train for sm_90a against the machine's PyTorch LibTorch and NCCL (tools/gpu.sh
+# finds the matching nccl.h), then
 # trains configs/dense-retnet-350m.json for STEPS steps on 1 GPU and, data parallel over NCCL with the same
 # batch per GPU, on 2 GPUs, and prints the tokens/s of each and their ratio (issue 6's scaling figure).
 #   STEPS (default 60), BATCH per GPU (default 8), BLOCK (default 2048), PRECISION (default bf16).
@@ -15,19 +16,6 @@ mkdir -p "$OUT"
 gpus=$(nvidia-smi -L | wc -l)
 (( gpus >= 2 )) || { echo "gpu_ddp.sh: needs 2 GPUs, found $gpus" >&2; exit 1; }
 
-# nccl.h of the NCCL version this PyTorch was built with (ProcessGroupNCCL's options embed its
-# ncclConfig_t; densessm-train checks the match at start): the first candidate of that major.minor.
-want=$(python3 -c 'import torch; v = torch.cuda.nccl.version(); print(v[0], v[1])')
-candidates=$(python3 -c 'import nvidia; print(*nvidia.__path__, sep="\n")' 2>/dev/null | xargs -r -I{} find {} -name nccl.h -printf '%h\n' 2>/dev/null || true)
-nccl_include=
-for dir in $candidates /usr/local/cuda/include /usr/include; do
-  [[ -f $dir/nccl.h ]] || continue
-  have=$(awk '/^#define NCCL_MAJOR/{a=$3} /^#define NCCL_MINOR/{b=$3} END{print a, b}' "$dir/nccl.h")
-  if [[ $have == "$want" ]]; then nccl_include=$dir; break; fi
-done
-[[ -n $nccl_include ]] || { echo "gpu_ddp.sh: no nccl.h of NCCL $want (PyTorch's) found" >&2; exit 1; }
-echo "nccl.h: $nccl_include (NCCL $want, as PyTorch)"
-export CMAKE_INCLUDE_PATH="$nccl_include"  # find_path reads it before its default hints
 TARGETS="densessm-train densessm-tokenizer densessm-prepare-data" bash tools/gpu.sh build
 export LD_LIBRARY_PATH="/tmp/densessm-debs/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
