@@ -4,10 +4,17 @@
 
 #ifdef DENSESSM_WITH_CUDA
 #include <cmath>
+#include <string>
+#include <vector>
 
+#include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "densessm/kernels.h"
+#include "densessm/model.h"
 #include "dtype.h"
+#include "test_helpers.h"
+#include "train/lm_loss.h"
 
 namespace densessm::testing {
 
@@ -26,6 +33,42 @@ inline torch::Tensor poisoned(torch::IntArrayRef sizes, const torch::TensorOptio
 }
 inline torch::Tensor poisoned(torch::IntArrayRef sizes, torch::ScalarType dtype) {
   return poisoned(sizes, torch::TensorOptions().device(torch::kCUDA).dtype(dtype));
+}
+
+/// A training step as densessm-train runs it (float32 parameters, the forward under bf16 or fp16 autocast,
+/// chunkwise form) of a tiny dense model on CUDA: no operator falls back to its reference form, and the loss
+/// and every parameter gradient agree with the kernels switched off. Under autocast the kernels' operands
+/// are bf16/fp16 on both sides, so the tolerances are those of the half-precision dtypes.
+inline void expect_autocast_training_uses_the_kernels(Architecture architecture) {
+  for (const std::string precision : {"bf16", "fp16"}) {
+    SCOPED_TRACE(precision);
+    torch::manual_seed(3);
+    const ModelConfig config = tiny_config(architecture, /*m=*/2, /*layers=*/3);
+    CausalLM model(config);
+    model->to(torch::kCUDA);
+    model->train();
+    const auto tokens =
+        torch::randint(0, config.vocab_size, {2, 71}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kLong));
+    ForwardOptions forward;
+    forward.form = SequenceForm::kChunkwise;
+    auto run = [&] {
+      model->zero_grad();
+      auto loss = next_token_loss(model, tokens, precision, forward);
+      loss.backward();
+      std::vector<torch::Tensor> out = {loss.detach()};
+      for (const auto& p : model->parameters()) out.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+      return out;
+    };
+    const int64_t before = kernel_fallbacks();
+    const auto on = run();
+    EXPECT_EQ(kernel_fallbacks(), before) << "an operator ran its reference form (its warning is in the log above)";
+    set_kernels_enabled(false);
+    const auto off = run();
+    set_kernels_enabled(true);
+    ASSERT_EQ(on.size(), off.size());
+    EXPECT_LT(relative_error(on[0], off[0]), 1e-2) << "loss " << on[0].item<double>() << " vs " << off[0].item<double>();
+    for (size_t i = 1; i < on.size(); ++i) EXPECT_LT(relative_error(on[i], off[i]), 5e-2) << "parameter gradient " << i;
+  }
 }
 
 }  // namespace densessm::testing

@@ -323,6 +323,12 @@ TEST_F(ChunkRetentionKernel, ModelAgreesWithKernelsOnAndOff) {
   for (size_t i = 0; i < on_grads.size(); ++i) EXPECT_LT(relative_error(on_grads[i], off_grads[i]), 1e-4) << "parameter " << i;
 }
 
+// densessm-train's mixed precision: the residual stream stays float32 while the projections run in
+// bf16/fp16, and the retention must still get one operand dtype, so that the kernel runs.
+TEST_F(ChunkRetentionKernel, AutocastTrainingUsesTheKernel) {
+  expect_autocast_training_uses_the_kernels(Architecture::kRetNet);
+}
+
 #endif  // DENSESSM_WITH_CUDA
 
 }  // namespace

@@ -251,6 +251,11 @@ TEST_F(SelectiveScanKernel, TinyDenseMambaTrainsTheSameWithKernelsOnAndOff) {
   }
 }
 
+// densessm-train's mixed precision: bf16/fp16 activations with float32 parameters (A, D, the biases).
+TEST_F(SelectiveScanKernel, AutocastTrainingUsesTheKernels) {
+  expect_autocast_training_uses_the_kernels(Architecture::kMamba);
+}
+
 #else
 
 TEST(SelectiveScanKernel, NotBuilt) {

@@ -80,13 +80,15 @@ torch::Tensor RetentionBlockImpl::forward(const torch::Tensor& h, const std::vec
     decays_ = decays_.to(h.device());
     angles_ = angles_.to(h.device());
   }
-  const auto dtype = h.scalar_type();
-  const auto acc = accumulation_type(dtype);
+  const auto acc = accumulation_type(h.scalar_type());
   auto x = input_layernorm(h);                                                  // (B, T, D)
   auto q = torch::silu(q_proj(x));                                              // (B, T, K)
   auto k = torch::silu(k_proj(x)) * (1.0 / std::sqrt(static_cast<double>(dk_)));  // (B, T, K)
   auto value_gate = torch::silu(to_hidden(x)).chunk(2, -1);
   auto v = value_gate[0], g = value_gate[1];                                    // (B, T, E) each
+  // The retention's operand dtype is the projections': bfloat16/float16 under autocast (where h stays
+  // float32), so that the kernels run on the tensor cores; otherwise the activations' own.
+  const auto compute = v.scalar_type();
   hidden = {k, v};
   if (k_select && index_ > 0 && !previous.empty()) {
     std::vector<torch::Tensor> keys, values;
@@ -97,14 +99,12 @@ torch::Tensor RetentionBlockImpl::forward(const torch::Tensor& h, const std::vec
     k = hidden_fusion(k, k_select(x), keys, k_norm);
     v = hidden_fusion(v, v_select(x), values, v_norm);
   }
-  // Kept on the activations' device so that a decode step copies nothing from the host.
-  if (decays_.device() != h.device()) decays_ = decays_.to(h.device());
   RetentionArgs args;
-  // Rotated in the accumulation dtype, then handed over in the activations' dtype: the retention forms
+  // Rotated in the accumulation dtype, then handed over in the operand dtype: the retention forms
   // accumulate in float32 themselves, and the kernels run bfloat16/float16 on the tensor cores.
-  args.q = rotate(split_heads(q).to(acc), position).to(dtype);  // (B, H, T, dk)
-  args.k = rotate(split_heads(k).to(acc), position).to(dtype);  // (B, H, T, dk)
-  args.v = split_heads(v);                                      // (B, H, T, dv)
+  args.q = rotate(split_heads(q).to(acc), position).to(compute);  // (B, H, T, dk)
+  args.k = rotate(split_heads(k).to(acc), position).to(compute);  // (B, H, T, dk)
+  args.v = split_heads(v).to(compute);                            // (B, H, T, dv)
   args.decays = decays_;
   args.offset = position;
   args.chunk_size = options.chunk_size > 0 ? options.chunk_size : chunk_size_;
@@ -112,7 +112,7 @@ torch::Tensor RetentionBlockImpl::forward(const torch::Tensor& h, const std::vec
                              : options.form == SequenceForm::kChunkwise ? retention_chunkwise
                                                                         : retention_recurrent;
   auto o = form(args, state != nullptr ? &state->kv : nullptr);  // (B, H, T, dv)
-  o = group_norm(o).transpose(1, 2).flatten(2).to(dtype);        // (B, T, E)
+  o = group_norm(o).transpose(1, 2).flatten(2).to(compute);      // (B, T, E)
   return h + dropout(to_out(o * g));
 }
 

@@ -4,6 +4,8 @@
 
 #include <torch/torch.h>
 
+#include "ops/fallback.h"
+
 #ifdef DENSESSM_WITH_CUDA
 #include "ops/cuda/retention_cuda.h"
 #endif
@@ -13,6 +15,11 @@ namespace {
 
 torch::ScalarType accumulation_type(const torch::Tensor& t) {
   return t.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+}
+
+std::string dtypes(const RetentionArgs& a) {
+  return std::string("q, k, v in ") + c10::toString(a.q.scalar_type()) + ", " + c10::toString(a.k.scalar_type()) +
+         ", " + c10::toString(a.v.scalar_type()) + "; the kernels take one of Float, Half, BFloat16 for all three";
 }
 
 void check_args(const RetentionArgs& a) {
@@ -113,6 +120,7 @@ torch::Tensor retention_chunkwise(const RetentionArgs& a, torch::Tensor* state) 
   check_args(a);
   if (cuda::can_run_retention(a)) return cuda::retention_chunkwise(a, state);
 #endif
+  note_reference_fallback("chunkwise retention", a.q, [&] { return dtypes(a); });
   auto p = prepare(a, state);
   const int64_t T = p.q.size(2);
   auto kv = p.state;
@@ -136,6 +144,11 @@ torch::Tensor retention_recurrent(const RetentionArgs& a, torch::Tensor* state) 
   check_args(a);
   if (cuda::can_run_retention(a) && !wants_grad(a, state)) return cuda::retention_recurrent(a, state);
 #endif
+  note_reference_fallback("recurrent retention", a.q, [&] {
+    return wants_grad(a, state) ? std::string("gradients needed: the recurrent kernel has no backward; train in the "
+                                              "chunkwise or parallel form")
+                                : dtypes(a);
+  });
   auto p = prepare(a, state);
   const int64_t T = p.q.size(2);
   auto decay = torch::exp(p.log_decay);  // (1, H, 1, 1)

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "ops/fallback.h"
+
 #ifdef DENSESSM_WITH_CUDA
 #include "ops/cuda/mamba_step_cuda.h"
 #include "ops/cuda/selective_scan_cuda.h"
@@ -47,6 +49,11 @@ torch::Tensor selective_scan(const SelectiveScanArgs& a, torch::Tensor* state) {
 #ifdef DENSESSM_WITH_CUDA
   if (cuda::can_run_scan(a, state)) return cuda::selective_scan(a, state);
 #endif
+  note_reference_fallback("selective scan", a.u, [&] {
+    return std::string("u in ") + c10::toString(a.u.scalar_type()) + ", state size " + std::to_string(N) +
+           " (at most 64), " + std::to_string(B) + " x " + std::to_string(C) + " x " + std::to_string(T) +
+           (state != nullptr ? ", a state passed with gradients needed" : "");
+  });
   const auto acc = accumulation_type(a.u);
   auto delta = effective_delta(a, acc, /*sequence=*/true);                // (B, C, T)
   auto u = a.u.to(acc);
@@ -73,6 +80,8 @@ torch::Tensor selective_scan_step(const SelectiveScanArgs& a, torch::Tensor& sta
     return cuda::selective_scan_step(a, state);
   }
 #endif
+  note_reference_fallback("selective scan step", a.u, [&] { return std::string("gradients needed or dtype ") +
+                                                                    c10::toString(a.u.scalar_type()); });
   const auto acc = accumulation_type(a.u);
   auto delta = effective_delta(a, acc, /*sequence=*/false);  // (B, C)
   auto decay = torch::exp(delta.unsqueeze(-1) * a.A.to(acc).unsqueeze(0));              // (B, C, N)
@@ -95,6 +104,11 @@ torch::Tensor causal_conv1d(const torch::Tensor& x, const torch::Tensor& weight,
 #ifdef DENSESSM_WITH_CUDA
   if (cuda::can_run_conv(x, weight, bias, state)) return cuda::causal_conv1d(x, weight, bias, state);
 #endif
+  note_reference_fallback("causal conv1d", x, [&] {
+    return std::string("x in ") + c10::toString(x.scalar_type()) + ", width " + std::to_string(W) +
+           " (2 to 4), " + std::to_string(B) + " x " + std::to_string(C) +
+           (state != nullptr ? ", a state passed with gradients needed" : "");
+  });
   torch::Tensor past = (state != nullptr && state->defined()) ? state->to(x.scalar_type())
                                                                : torch::zeros({B, C, W - 1}, x.options());
   auto padded = torch::cat({past, x}, 2);  // (B, C, W-1+T)
@@ -112,6 +126,8 @@ torch::Tensor causal_conv1d_step(const torch::Tensor& x, const torch::Tensor& we
 #ifdef DENSESSM_WITH_CUDA
   if (cuda::can_run_step(x, {weight, bias, state})) return cuda::causal_conv1d_step(x, weight, bias, state);
 #endif
+  note_reference_fallback("causal conv1d step", x, [&] { return std::string("gradients needed or dtype ") +
+                                                                 c10::toString(x.scalar_type()); });
   auto window = torch::cat({state.to(x.scalar_type()), x.unsqueeze(-1)}, 2);  // (B, C, W)
   auto out = (window * weight.unsqueeze(0)).sum(-1);
   if (bias.defined()) out = out + bias;
