@@ -7,6 +7,8 @@
 #   bash tools/gpu_stages.sh generate  the generation speed mode on GPU 0; the experiment's progress
 #   bash tools/gpu_stages.sh finish    waits for the experiment and packs its logs into $OUT; then the
 #                                      1- against 2-GPU data-parallel run (issue 6)
+#   bash tools/gpu_stages.sh verify    (any kind, one call) build, the CUDA test cases, the DenseRetNet
+#                                      training benchmark
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OUT=${OUT:-/tmp/densessm-out} BUILD_DIR=${BUILD_DIR:-build-gpu}
@@ -76,8 +78,26 @@ case ${1:-} in
     STEPS=${STEPS:-40} timeout 300 bash tools/gpu_ddp.sh
     stamp "data parallel"
     ;;
+  verify)
+    # After a fix: build, every CUDA test case (output kept even when the time runs out), and the training
+    # benchmark of the DenseRetNet sizes with the kernels on and off.
+    TARGETS="densessm_tests densessm-train" bash tools/gpu.sh build || exit 1
+    stamp "built"
+    timeout "${TEST_S:-150}" "$B/tests/densessm_tests" --gtest_filter="${GTEST_FILTER:-*/CUDA:*Kernel*}" \
+      > "$OUT/gtest-cuda.log" 2>&1
+    echo "CUDA test cases: exit $? | $(grep -c '^\[       OK' "$OUT/gtest-cuda.log") passed"
+    grep -E '^\[  FAILED|^\[  PASSED|tests ran|warn' "$OUT/gtest-cuda.log" | head -20
+    stamp "tests"
+    for args in "--model configs/dense-retnet-1.3b.json --batch 2,4,8" "--model configs/dense-retnet-350m.json --batch 8,16"; do
+      echo "== train kernels: $args" >> "$OUT/train-bench.log"
+      timeout 100 "$B/densessm-train" --benchmark --config configs/runs/benchmark-h200.json --warmup 2 --steps 5 $args \
+        >> "$OUT/train-bench.log" 2>&1 || echo "train $args: exit $?"
+    done
+    stamp "training benchmark"
+    grep -vE '^\[[0-9:. -]+\] \[info\]' "$OUT/train-bench.log" | head -40
+    ;;
   *)
-    sed -n '2,9p' "$0" >&2
+    sed -n '2,11p' "$0" >&2
     exit 2
     ;;
 esac
