@@ -9,6 +9,8 @@
 #                                      1- against 2-GPU data-parallel run (issue 6)
 #   bash tools/gpu_stages.sh verify    (any kind, one call) build, the CUDA test cases, the DenseRetNet
 #                                      training benchmark
+#   bash tools/gpu_stages.sh profile   (any kind, one call) the longest kernels of a training step and of a
+#                                      decode step (--profile of densessm-train and densessm-generate)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OUT=${OUT:-/tmp/densessm-out} BUILD_DIR=${BUILD_DIR:-build-gpu}
@@ -96,8 +98,28 @@ case ${1:-} in
     stamp "training benchmark"
     grep -vE '^\[[0-9:. -]+\] \[info\]' "$OUT/train-bench.log" | head -40
     ;;
+  profile)
+    # Where the time goes (one call): the longest kernels of a training step (1.3 B DenseRetNet, 1.4 B
+    # DenseMamba, bf16, block 2048) and of a decode step (fp16, batch 6; CUDA graph and eager). The tables are
+    # the output; the Chrome traces stay on the machine except the decode ones, gzipped.
+    TARGETS="densessm-train densessm-generate" bash tools/gpu.sh build || exit 1
+    stamp "built"
+    P=/tmp/densessm-profile
+    for model in dense-retnet-1.3b dense-mamba-1.4b; do
+      timeout 120 "$B/densessm-train" --benchmark --config configs/runs/benchmark-h200.json --model "configs/$model.json" \
+        --batch 4 --warmup 2 --steps 3 --profile "$P" 2>&1 | grep -v '\[info\]' | tee -a "$OUT/profile-train.log"
+      stamp "$model: training step profiled"
+      for graph in "" --no-cuda-graph; do
+        timeout 90 "$B/densessm-generate" --benchmark --device cuda --dtype fp16 --lengths 128 --config "configs/$model.json" \
+          $graph --profile "$P/decode-$model${graph:+-eager}.trace.json" 2>&1 | tee -a "$OUT/profile-decode.log"
+        gzip -c "$P/decode-$model${graph:+-eager}.trace.json" > "$OUT/decode-$model${graph:+-eager}.trace.json.gz" || true
+      done
+      stamp "$model: decode step profiled"
+    done
+    ls -la "$P" "$OUT"
+    ;;
   *)
-    sed -n '2,11p' "$0" >&2
+    sed -n '2,13p' "$0" >&2
     exit 2
     ;;
 esac

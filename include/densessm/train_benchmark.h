@@ -36,6 +36,11 @@ struct BenchmarkOptions {
   int warmup_steps = 3;
   int timed_steps = 10;
   double peak_flops = 989e12;  ///< dense bf16 tensor-core peak of an H100/H200 SXM (datasheet)
+  /// When set: after the timed steps of each batch, `profile_steps` more steps are recorded by the profiler
+  /// (densessm/profiler.h); the Chrome trace goes to PROFILE_DIR/MODEL-batchB.trace.json and the table of the
+  /// longest kernels per step to BenchmarkResult::profile.
+  std::string profile_dir;
+  int profile_steps = 2;
 };
 
 struct BenchmarkResult {
@@ -50,6 +55,7 @@ struct BenchmarkResult {
   double peak_reserved_bytes = 0;
   double flops_per_token = 0;
   double mfu = 0;  ///< achieved model FLOP/s over options.peak_flops
+  std::string profile;  ///< with options.profile_dir: where a step's time goes (format_profile's table)
 };
 
 /// Times the training step of `config` (its model, device, precision, form, optimizer and block size;

@@ -20,6 +20,8 @@ struct Settings {
   int64_t batch_size = 1;
   bool greedy = false, ignore_eos = false, no_cuda_graph = false, benchmark = false;
   densessm::SpeedTestOptions speed;
+  std::string profile;  ///< --profile: trace path
+  int64_t profile_tokens = 32;
 };
 
 std::vector<std::string> read_prompts(std::istream& in, const std::string& source) {
@@ -138,6 +140,10 @@ int benchmark(const Settings& s, torch::Device device, torch::ScalarType dtype) 
               << (r.new_tokens == 2048 && s.speed.batch_size == 6 && s.speed.prompt_tokens == 2 ? " | the reference's test" : "")
               << "\n" << std::flush;
   });
+  if (!s.profile.empty()) {
+    std::cout << densessm::profile_decoding(model, s.speed, s.profile_tokens, s.profile) << "trace: " << s.profile
+              << "\n";
+  }
   return 0;
 }
 
@@ -189,6 +195,11 @@ int main(int argc, char** argv) {
   bench->add_option("--bandwidth", s.speed.bandwidth,
                     "With --benchmark: memory bandwidth in bytes/s for the floor (H200 measured copy: 4.3e12)")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  bench->add_option("--profile", s.profile,
+                    "With --benchmark: then profile one call of --profile-tokens new tokens and write its Chrome "
+                    "trace to this file (chrome://tracing, ui.perfetto.dev); prints the longest kernels per step");
+  bench->add_option("--profile-tokens", s.profile_tokens, "With --profile: new tokens of the profiled call")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -206,6 +217,7 @@ int main(int argc, char** argv) {
     }
     if (s.checkpoint.empty()) throw GenerateError("--checkpoint is required (or --benchmark with --config)");
     if (!s.config.empty()) throw GenerateError("--config goes with --benchmark only");
+    if (!s.profile.empty()) throw GenerateError("--profile goes with --benchmark only");
     if (!s.prompts.empty() && !s.prompt_file.empty()) throw GenerateError("give --prompt or --prompt-file, not both");
     return generate(s, o);
   } catch (const std::exception& e) {

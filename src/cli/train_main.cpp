@@ -48,6 +48,9 @@ void print_benchmark(const densessm::RunConfig& c, const std::vector<densessm::B
   }
   std::printf("(%s, %s, %s form; model FLOPs per token from docs/PERFORMANCE.md; MFU against %.0f TFLOP/s)\n",
               c.device.c_str(), c.precision.c_str(), c.form.c_str(), peak / 1e12);
+  for (const auto& r : results) {
+    if (!r.profile.empty()) std::printf("\n%s batch %lld: %s", r.model.c_str(), static_cast<long long>(r.batch_size), r.profile.c_str());
+  }
 }
 
 }  // namespace
@@ -84,6 +87,10 @@ int main(int argc, char** argv) {
       ->needs(benchmark_flag);
   app.add_option("--peak-tflops", peak_tflops, "benchmark: the device's peak for MFU (H100/H200 dense bf16: 989)")
       ->capture_default_str()->check(CLI::PositiveNumber)
+      ->needs(benchmark_flag);
+  app.add_option("--profile", bench.profile_dir,
+                 "benchmark: then profile 2 more steps of each batch: the longest kernels per step, and a Chrome "
+                 "trace per batch in this folder (chrome://tracing, ui.perfetto.dev)")
       ->needs(benchmark_flag);
   CLI11_PARSE(app, argc, argv);
   try {

@@ -1,13 +1,29 @@
 #include "generate/speed_test.h"
 
 #include <random>
+#include <sstream>
 
 #include <torch/torch.h>
 
 #include "densessm/generate.h"
+#include "densessm/profiler.h"
 #include "generate/device.h"
 
 namespace densessm {
+namespace {
+
+// The speed test's prompts: random ordinary tokens (ids 3 and up: past LLaMA's unk, bos, eos).
+std::vector<std::vector<int32_t>> random_prompts(const CausalLM& model, const SpeedTestOptions& options) {
+  std::mt19937_64 random(options.seed);
+  std::uniform_int_distribution<int32_t> token(3, static_cast<int32_t>(model->config().vocab_size) - 1);
+  std::vector<std::vector<int32_t>> prompts(options.batch_size);
+  for (auto& prompt : prompts) {
+    for (int64_t t = 0; t < options.prompt_tokens; ++t) prompt.push_back(token(random));
+  }
+  return prompts;
+}
+
+}  // namespace
 
 DecodeFloor decode_floor(const CausalLM& model, int64_t batch_size, double bandwidth) {
   DecodeFloor floor;
@@ -23,13 +39,7 @@ DecodeFloor decode_floor(const CausalLM& model, int64_t batch_size, double bandw
 std::vector<SpeedResult> run_speed_test(CausalLM model, const SpeedTestOptions& options,
                                         const std::function<void(const SpeedResult&)>& report) {
   const torch::Device device = model->parameters().front().device();
-  std::mt19937_64 random(options.seed);
-  // Random prompts of ordinary tokens (ids 3 and up: past LLaMA's unk, bos, eos).
-  std::uniform_int_distribution<int32_t> token(3, static_cast<int32_t>(model->config().vocab_size) - 1);
-  std::vector<std::vector<int32_t>> prompts(options.batch_size);
-  for (auto& prompt : prompts) {
-    for (int64_t t = 0; t < options.prompt_tokens; ++t) prompt.push_back(token(random));
-  }
+  const auto prompts = random_prompts(model, options);
   std::vector<SpeedResult> results;
   for (int64_t length : options.lengths) {
     GenerateOptions g;
@@ -54,6 +64,27 @@ std::vector<SpeedResult> run_speed_test(CausalLM model, const SpeedTestOptions& 
     if (report) report(r);
   }
   return results;
+}
+
+std::string profile_decoding(CausalLM model, const SpeedTestOptions& options, int64_t new_tokens,
+                             const std::string& trace_path, int top) {
+  const torch::Device device = model->parameters().front().device();
+  const auto prompts = random_prompts(model, options);
+  GenerateOptions g;
+  g.max_new_tokens = new_tokens;
+  g.temperature = 0;
+  g.stop_at_eos = false;
+  g.cuda_graph = options.cuda_graph;
+  Generator generator(model, std::nullopt, g);
+  generator.generate_tokens(prompts);  // warm-up (and graph capture), outside the profile
+  Profile profile(device.is_cuda());
+  const GenerationStats stats = generator.generate_tokens(prompts).stats;
+  const ProfileSummary summary = profile.stop(trace_path);
+  std::ostringstream out;
+  out << "decoding " << new_tokens << " tokens at batch " << options.batch_size << " ("
+      << (stats.cuda_graph ? "CUDA graph" : "eager steps") << "), per decode step (the prefill is included once):\n"
+      << format_profile(summary, top, static_cast<int>(std::max<int64_t>(stats.decode_steps, 1)));
+  return out.str();
 }
 
 }  // namespace densessm

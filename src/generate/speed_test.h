@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "densessm/model.h"
@@ -43,5 +44,12 @@ DecodeFloor decode_floor(const CausalLM& model, int64_t batch_size, double bandw
 /// Runs each length once as a warm-up and once measured, calling `report` after each.
 std::vector<SpeedResult> run_speed_test(CausalLM model, const SpeedTestOptions& options,
                                         const std::function<void(const SpeedResult&)>& report = {});
+
+/// Where a decode step's time goes: after a warm-up call (and graph capture), one call of `new_tokens`
+/// tokens at the speed test's batch and prompt, recorded by the profiler (densessm/profiler.h). Returns the
+/// table of the `top` longest kernels (CUDA) or operators (CPU) per decode step; with `trace_path`, the
+/// Chrome trace is written there.
+std::string profile_decoding(CausalLM model, const SpeedTestOptions& options, int64_t new_tokens,
+                             const std::string& trace_path, int top = 25);
 
 }  // namespace densessm

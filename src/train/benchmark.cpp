@@ -2,11 +2,13 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 
 #include <torch/torch.h>
 
 #include "densessm/log.h"
 #include "densessm/model.h"
+#include "densessm/profiler.h"
 #include "densessm/train_benchmark.h"
 #include "train/batch_search.h"
 #include "train/lm_loss.h"
@@ -86,6 +88,12 @@ BenchmarkResult time_batch(const RunConfig& c, torch::Device device, int64_t bat
   r.tokens_per_second = static_cast<double>(batch * c.block_size) / r.step_seconds;
   std::tie(r.peak_allocated_bytes, r.peak_reserved_bytes) = memory.peak_allocated_and_reserved();
   r.mfu = r.flops_per_token * r.tokens_per_second / o.peak_flops;
+  if (!o.profile_dir.empty()) {
+    Profile profile(device.is_cuda());
+    for (int i = 0; i < o.profile_steps; ++i) step();
+    const auto trace = std::filesystem::path(o.profile_dir) / (c.model.name + "-batch" + std::to_string(batch) + ".trace.json");
+    r.profile = format_profile(profile.stop(trace.string()), 30, o.profile_steps) + "trace: " + trace.string() + "\n";
+  }
   return r;
 }
 
