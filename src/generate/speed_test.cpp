@@ -23,6 +23,16 @@ std::vector<std::vector<int32_t>> random_prompts(const CausalLM& model, const Sp
   return prompts;
 }
 
+// Greedy decoding of `length` new tokens whatever comes (no stop at eos), as the reference's test does.
+GenerateOptions speed_test_generation(const SpeedTestOptions& options, int64_t length) {
+  GenerateOptions g;
+  g.max_new_tokens = length;
+  g.temperature = 0;
+  g.stop_at_eos = false;
+  g.cuda_graph = options.cuda_graph;
+  return g;
+}
+
 }  // namespace
 
 DecodeFloor decode_floor(const CausalLM& model, int64_t batch_size, double bandwidth) {
@@ -42,12 +52,7 @@ std::vector<SpeedResult> run_speed_test(CausalLM model, const SpeedTestOptions& 
   const auto prompts = random_prompts(model, options);
   std::vector<SpeedResult> results;
   for (int64_t length : options.lengths) {
-    GenerateOptions g;
-    g.max_new_tokens = length;
-    g.temperature = 0;
-    g.stop_at_eos = false;
-    g.cuda_graph = options.cuda_graph;
-    Generator generator(model, std::nullopt, g);
+    Generator generator(model, std::nullopt, speed_test_generation(options, length));
     generator.generate_tokens(prompts);  // warm-up (and graph capture)
     reset_peak_memory(device);
     const GenerationStats stats = generator.generate_tokens(prompts).stats;
@@ -70,12 +75,7 @@ std::string profile_decoding(CausalLM model, const SpeedTestOptions& options, in
                              const std::string& trace_path, int top) {
   const torch::Device device = model->parameters().front().device();
   const auto prompts = random_prompts(model, options);
-  GenerateOptions g;
-  g.max_new_tokens = new_tokens;
-  g.temperature = 0;
-  g.stop_at_eos = false;
-  g.cuda_graph = options.cuda_graph;
-  Generator generator(model, std::nullopt, g);
+  Generator generator(model, std::nullopt, speed_test_generation(options, new_tokens));
   generator.generate_tokens(prompts);  // warm-up (and graph capture), outside the profile
   Profile profile(device.is_cuda());
   const GenerationStats stats = generator.generate_tokens(prompts).stats;
