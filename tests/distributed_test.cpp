@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -132,6 +133,24 @@ TEST(DistributedEnvironment, NamesTheBadVariable) {
   EXPECT_NE(with("MASTER_ADDR", "").find("MASTER_ADDR is not set"), std::string::npos);
 }
 
+// ZeRO-1's share-out: largest tensors first, each to the rank with the fewest elements so far.
+TEST(ShardedOptimizer, PartitionBalancesSizesTheSameWayOnEveryRank) {
+  const std::vector<int64_t> sizes = {10, 1, 7, 3, 3, 8, 2};
+  // 10 -> r0, 8 -> r1, 7 -> r2, 3 -> r2 (7), 3 -> r1 (8), 2 -> r0 (10, ties to the lower rank), 1 -> r2 (10)
+  EXPECT_EQ(distributed::partition_by_size(sizes, 3), (std::vector<int64_t>{0, 2, 2, 2, 1, 1, 0}));
+  EXPECT_EQ(distributed::partition_by_size(sizes, 1), std::vector<int64_t>(sizes.size(), 0));
+  // A real model's parameters over 2 ranks: both get a share, within one tensor of each other.
+  CausalLM model(densessm::testing::tiny_config(Architecture::kRetNet, 1));
+  std::vector<int64_t> real;
+  for (const auto& p : model->parameters()) real.push_back(p.numel());
+  const auto owner = distributed::partition_by_size(real, 2);
+  int64_t load[2] = {0, 0};
+  for (size_t i = 0; i < real.size(); ++i) load[owner[i]] += real[i];
+  EXPECT_GT(load[0], 0);
+  EXPECT_GT(load[1], 0);
+  EXPECT_LE(std::abs(load[0] - load[1]), *std::max_element(real.begin(), real.end()));
+}
+
 class DataParallel : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -248,6 +267,27 @@ TEST_F(DataParallel, ResumesUnderAnotherWorldSizeWithTheSameGlobalBatch) {
       << refused.error_output();
   ASSERT_EQ(train({"--resume", "--config", config("switched", 4)}, "switched-2"), 0);
   expect_same_run("switched", "straight");
+}
+
+// ZeRO-1: each of 2 ranks keeps the AdamW state of its half of the parameters and sends the others what it
+// updated; the run is that of 1 rank x 2b, and its checkpoints (the whole state, gathered on rank 0) resume
+// sharded, and unsharded under one rank.
+TEST_F(DataParallel, ShardedOptimizerMatchesOneRankAndItsCheckpointsResumeEitherWay) {
+  const nlohmann::json shard = {{"shard_optimizer", true}};
+  ASSERT_EQ(train({"--config", config("z-one", 4)}, "z-one"), 0);
+  ASSERT_EQ(train({"--nproc-per-node", "2", "--config", config("z-two", 2, shard)}, "z-two"), 0);
+  expect_same_run("z-two", "z-one");
+  std::ifstream log(dir_ / "z-two.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("shard_optimizer: this rank keeps the AdamW state of"), std::string::npos) << text;
+
+  ASSERT_EQ(train({"--nproc-per-node", "2", "--stop-after", "3", "--config", config("z-resume", 2, shard)}, "z-resume-1"), 0);
+  ASSERT_EQ(train({"--nproc-per-node", "2", "--resume", "--config", config("z-resume", 2, shard)}, "z-resume-2"), 0);
+  expect_same_run("z-resume", "z-one");
+
+  ASSERT_EQ(train({"--nproc-per-node", "2", "--stop-after", "3", "--config", config("z-switch", 2, shard)}, "z-switch-1"), 0);
+  ASSERT_EQ(train({"--resume", "--config", config("z-switch", 4)}, "z-switch-2"), 0);
+  expect_same_run("z-switch", "z-one");
 }
 
 // Rank 1 is killed in the middle of training: rank 0 must not hang; it fails with a message naming the

@@ -51,6 +51,10 @@ struct RunConfig {
   double initial_loss_scale = 65536;
   int64_t loss_scale_growth_interval = 2000;
   int64_t distributed_timeout_s = 300;  ///< a multi-process run stops with an error when a rank is silent this long
+  /// Multi-process runs: each rank keeps the AdamW state of its share of the parameters only (ZeRO stage 1)
+  /// and sends the parameters it updated to the others after each step. Checkpoints hold the whole state
+  /// either way, so a run can resume with or without it, under the world-size rule.
+  bool shard_optimizer = false;
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
 

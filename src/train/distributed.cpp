@@ -16,8 +16,10 @@
 // Debian's libgloo.so is never linked: two Gloos in one process would be the real danger.
 #include "train/distributed.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
+#include <numeric>
 #include <stdexcept>
 
 #include <torch/csrc/autograd/function_hook.h>
@@ -207,15 +209,63 @@ int64_t ProcessGroup::rank() const { return impl_->rank; }
 int64_t ProcessGroup::world_size() const { return impl_->world_size; }
 
 void ProcessGroup::broadcast_from_first(const std::vector<torch::Tensor>& tensors) {
+  broadcast(tensors, 0, "broadcast of rank 0's parameters");
+}
+
+void ProcessGroup::broadcast(const std::vector<torch::Tensor>& tensors, int64_t root, const std::string& what) {
+  c10d::BroadcastOptions options;
+  options.rootRank = root;
   for (const auto& tensor : tensors) {
     std::vector<at::Tensor> one{tensor.detach()};
     c10::intrusive_ptr<c10d::Work> work;
     try {
-      work = impl_->backend->broadcast(one, c10d::BroadcastOptions{});
+      work = impl_->backend->broadcast(one, options);
     } catch (const std::exception& e) {
-      throw impl_->failure("broadcast of rank 0's parameters", e);
+      throw impl_->failure(what, e);
     }
-    impl_->wait(work, "broadcast of rank 0's parameters");
+    impl_->wait(work, what);
+  }
+}
+
+std::vector<int64_t> partition_by_size(const std::vector<int64_t>& sizes, int64_t ranks) {
+  std::vector<size_t> order(sizes.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return sizes[a] > sizes[b]; });
+  std::vector<int64_t> load(static_cast<size_t>(ranks), 0), owner(sizes.size(), 0);
+  for (size_t i : order) {
+    const auto lightest = static_cast<int64_t>(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[i] = lightest;
+    load[static_cast<size_t>(lightest)] += sizes[i];
+  }
+  return owner;
+}
+
+void share_updated_parameters(ProcessGroup& group, const std::vector<torch::Tensor>& parameters,
+                              const std::vector<int64_t>& owner) {
+  torch::NoGradGuard no_grad;
+  for (int64_t r = 0; r < group.world_size(); ++r) {
+    std::vector<torch::Tensor> owned;
+    for (size_t i = 0; i < parameters.size(); ++i) {
+      if (owner[i] == r) owned.push_back(parameters[i]);
+    }
+    if (owned.empty()) continue;
+    torch::Tensor buffer;  // (count) of rank r's parameters, flattened in order
+    if (r == group.rank()) {
+      std::vector<torch::Tensor> flat;
+      for (const auto& p : owned) flat.push_back(p.detach().reshape(-1));
+      buffer = torch::cat(flat);
+    } else {
+      int64_t count = 0;
+      for (const auto& p : owned) count += p.numel();
+      buffer = torch::empty({count}, owned.front().options());
+    }
+    group.broadcast({buffer}, r, "sharing rank " + std::to_string(r) + "'s updated parameters");
+    if (r == group.rank()) continue;
+    int64_t offset = 0;
+    for (auto& p : owned) {
+      p.detach().copy_(buffer.narrow(0, offset, p.numel()).view_as(p));
+      offset += p.numel();
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 // Data parallelism for the trainer through LibTorch's c10d: one process per device, a TCPStore rendezvous
 // (rank 0 hosts it), NCCL between GPUs and Gloo between CPU processes. Each rank holds the whole model and
-// optimizer; gradients are averaged across ranks in buckets while the backward pass is still running.
+// (unless the run shards it, ZeRO-1 style) the whole optimizer; gradients are averaged across ranks in
+// buckets while the backward pass is still running.
 // The c10d types stay in distributed.cpp.
 #pragma once
 
@@ -47,6 +48,8 @@ class ProcessGroup {
   int64_t world_size() const;
   /// Overwrites every tensor with rank 0's values.
   void broadcast_from_first(const std::vector<torch::Tensor>& tensors);
+  /// Overwrites every tensor with rank `root`'s values (`what` names the operation in errors).
+  void broadcast(const std::vector<torch::Tensor>& tensors, int64_t root, const std::string& what);
   /// The mean of `value` over the ranks.
   double average(double value);
   /// True on every rank when it is true on any.
@@ -59,6 +62,16 @@ class ProcessGroup {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+/// The rank that owns each tensor of `sizes` (element counts) when `ranks` ranks share them out: the
+/// largest first, each to the rank with the fewest elements so far (the lowest rank on ties), so that the
+/// shares are balanced and every rank computes the same assignment.
+std::vector<int64_t> partition_by_size(const std::vector<int64_t>& sizes, int64_t ranks);
+
+/// Copies the parameters that rank r updated to every other rank, for each r: one broadcast per rank of
+/// its parameters flattened into one buffer. `owner[i]` is the rank of parameters[i]; all of one dtype.
+void share_updated_parameters(ProcessGroup& group, const std::vector<torch::Tensor>& parameters,
+                              const std::vector<int64_t>& owner);
 
 /// Averages the parameters' gradients over the ranks. Parameters are packed into buckets of about
 /// bucket_bytes, last parameters first (the order their gradients appear in backward); a hook after each

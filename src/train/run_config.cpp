@@ -58,6 +58,7 @@ RunConfig parse_run_config(const std::string& json_text, const std::string& sour
   r.read("initial_loss_scale", c.initial_loss_scale);
   r.read("loss_scale_growth_interval", c.loss_scale_growth_interval);
   r.read("distributed_timeout_s", c.distributed_timeout_s);
+  r.read("shard_optimizer", c.shard_optimizer);
   {
     ObjectReader ro = r.child("optimizer");
     ro.read("lr", c.optimizer.lr);
@@ -141,6 +142,7 @@ std::string to_json(const RunConfig& c) {
       {"initial_loss_scale", c.initial_loss_scale},
       {"loss_scale_growth_interval", c.loss_scale_growth_interval},
       {"distributed_timeout_s", c.distributed_timeout_s},
+      {"shard_optimizer", c.shard_optimizer},
       {"optimizer", {{"lr", c.optimizer.lr}, {"beta1", c.optimizer.beta1}, {"beta2", c.optimizer.beta2},
                      {"eps", c.optimizer.eps}, {"weight_decay", c.optimizer.weight_decay},
                      {"grad_clip", c.optimizer.grad_clip}}},

@@ -119,8 +119,13 @@ class Trainer {
     const bool resuming = options_.resume && latest_checkpoint(c_.output_dir);
     if (!c_.init_from.empty() && !resuming) initialise_from(c_.init_from);
     model_->to(device_);
-    optimizer_ = make_adamw(model_->named_parameters(), c_.optimizer);
     parameters_ = model_->parameters();
+    if (group_ && c_.shard_optimizer) {
+      shard_optimizer();
+    } else {
+      if (c_.shard_optimizer) log::info("shard_optimizer: a single process holds the whole optimizer state");
+      optimizer_ = make_adamw(model_->named_parameters(), c_.optimizer);
+    }
     if (group_) {
       std::vector<torch::Tensor> state = parameters_;
       for (const auto& buffer : model_->buffers()) state.push_back(buffer);
@@ -221,7 +226,7 @@ class Trainer {
     lr_ = c_.optimizer.lr * lr_factor(c_.schedule, step_, total_steps_);
     set_learning_rate(*optimizer_, lr_);
     model_->train();
-    optimizer_->zero_grad();
+    model_->zero_grad();  // every gradient: a sharded optimizer covers only this rank's parameters
     ForwardOptions forward;
     forward.form = c_.form == "parallel" ? SequenceForm::kParallel : SequenceForm::kChunkwise;
     double loss_sum = 0;
@@ -239,6 +244,7 @@ class Trainer {
       const double clip = c_.optimizer.grad_clip > 0 ? c_.optimizer.grad_clip : INFINITY;
       grad_norm = torch::nn::utils::clip_grad_norm_(parameters_, clip);
       optimizer_->step();
+      if (sharded()) distributed::share_updated_parameters(*group_, parameters_, owner_);
     }
     ++step_;
     tokens_ += c_.tokens_per_step(env_.world_size);
@@ -272,17 +278,113 @@ class Trainer {
     tensorboard_->flush();
   }
 
-  // Rank 0 writes (every rank holds the same model, optimizer and generator states); the others wait.
+  // Rank 0 writes (every rank holds the same model, optimizer and generator states; a sharded optimizer's
+  // state is first gathered there); the others wait.
   void save() {
-    if (env_.rank == 0) write_state();
+    const auto whole = sharded() ? gather_optimizer() : nullptr;
+    if (env_.rank == 0) write_state(whole ? *whole : *optimizer_);
     if (group_) group_->barrier();
   }
 
-  void write_state() {
+  bool sharded() const { return !owner_.empty(); }
+
+  // ZeRO stage 1: this rank's AdamW covers the parameters partition_by_size gives it; the others' state
+  // lives on their ranks. Gradients are still all-reduced whole, so clipping sees the global norm.
+  void shard_optimizer() {
+    std::vector<int64_t> sizes;
+    for (const auto& p : parameters_) {
+      if (p.scalar_type() != parameters_.front().scalar_type()) {
+        throw std::runtime_error("shard_optimizer: the parameters must share one dtype");
+      }
+      sizes.push_back(p.numel());
+    }
+    if (static_cast<int64_t>(sizes.size()) < env_.world_size) {
+      throw std::runtime_error("shard_optimizer: " + std::to_string(env_.world_size) + " ranks but only " +
+                               std::to_string(sizes.size()) + " parameter tensors to share out");
+    }
+    owner_ = distributed::partition_by_size(sizes, env_.world_size);
+    torch::OrderedDict<std::string, torch::Tensor> mine;
+    int64_t mine_elements = 0, all_elements = 0;
+    size_t i = 0;
+    for (const auto& item : model_->named_parameters()) {
+      all_elements += item.value().numel();
+      if (owner_[i++] == env_.rank) {
+        mine.insert(item.key(), item.value());
+        mine_elements += item.value().numel();
+      }
+    }
+    optimizer_ = make_adamw(mine, c_.optimizer);
+    const double bytes = 2.0 * static_cast<double>(parameters_.front().element_size());  // AdamW: exp_avg, exp_avg_sq
+    log::info("shard_optimizer: this rank keeps the AdamW state of ", mine.size(), " of ", parameters_.size(),
+              " parameter tensors (", fixed(bytes * static_cast<double>(mine_elements) / 1048576.0, 1), " MiB instead of ",
+              fixed(bytes * static_cast<double>(all_elements) / 1048576.0, 1), " MiB)");
+  }
+
+  // The whole AdamW state on rank 0 (null elsewhere), gathered from the ranks that own it, parameter by
+  // parameter: the file a sharded run writes is the one an unsharded run writes.
+  std::unique_ptr<torch::optim::AdamW> gather_optimizer() {
+    std::unique_ptr<torch::optim::AdamW> whole;
+    if (env_.rank == 0) {
+      whole = make_adamw(model_->named_parameters(), c_.optimizer);
+      set_learning_rate(*whole, lr_);
+    }
+    const std::string what = "gathering the sharded optimizer state";
+    auto& mine = optimizer_->state();
+    for (size_t i = 0; i < parameters_.size(); ++i) {
+      const auto& p = parameters_[i];
+      void* key = p.unsafeGetTensorImpl();
+      const bool owned = owner_[i] == env_.rank;
+      const auto found = owned ? mine.find(key) : mine.end();
+      // (has state, step) from the owner; a parameter without gradients yet has no state.
+      auto header = torch::zeros({2}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
+      if (found != mine.end()) {
+        const auto& st = static_cast<const torch::optim::AdamWParamState&>(*found->second);
+        header.copy_(torch::tensor({1.0, static_cast<double>(st.step())}, torch::kDouble));
+      }
+      group_->broadcast({header}, owner_[i], what);
+      const auto values = header.cpu();
+      if (values[0].item<double>() == 0) continue;
+      torch::Tensor exp_avg, exp_avg_sq;
+      if (found != mine.end()) {
+        const auto& st = static_cast<const torch::optim::AdamWParamState&>(*found->second);
+        exp_avg = st.exp_avg();
+        exp_avg_sq = st.exp_avg_sq();
+      } else {
+        exp_avg = torch::empty_like(p);
+        exp_avg_sq = torch::empty_like(p);
+      }
+      group_->broadcast({exp_avg, exp_avg_sq}, owner_[i], what);
+      if (!whole) continue;
+      auto st = std::make_unique<torch::optim::AdamWParamState>();
+      st->step(static_cast<int64_t>(values[1].item<double>()));
+      st->exp_avg(exp_avg);
+      st->exp_avg_sq(exp_avg_sq);
+      whole->state()[key] = std::move(st);
+    }
+    return whole;
+  }
+
+  // Reads optimizer.pt (always the whole state) into this rank's optimizer: all of it, or its shard.
+  void load_optimizer(const std::string& path) {
+    if (!sharded()) {
+      torch::load(*optimizer_, path, device_);
+      return;
+    }
+    auto whole = make_adamw(model_->named_parameters(), c_.optimizer);
+    torch::load(*whole, path, device_);
+    auto& mine = optimizer_->state();
+    for (size_t i = 0; i < parameters_.size(); ++i) {
+      if (owner_[i] != env_.rank) continue;
+      const auto found = whole->state().find(parameters_[i].unsafeGetTensorImpl());
+      if (found != whole->state().end()) mine[found->first] = std::move(found->second);
+    }
+  }
+
+  void write_state(torch::optim::AdamW& optimizer) {
     const auto position = train_data_->position();
     const std::string folder = write_checkpoint(c_.output_dir, step_, c_.keep_checkpoints, [&](const std::string& dir) {
       save_checked(model_, dir + "/model.pt");
-      save_checked(*optimizer_, dir + "/optimizer.pt");
+      save_checked(optimizer, dir + "/optimizer.pt");
       save_checked(generator_state(torch::Device(torch::kCPU)), dir + "/rng-cpu.pt");
       if (device_.is_cuda()) save_checked(generator_state(device_), dir + "/rng-cuda.pt");
       const nlohmann::json state = {{"step", step_},
@@ -329,9 +431,10 @@ class Trainer {
     }
     verify_checkpoint(dir);
     try {
-      torch::load(model_, dir + "/model.pt");
+      // Onto this rank's device directly: rank 0 saved them from its own (cuda:0 in a multi-GPU run).
+      torch::load(model_, dir + "/model.pt", device_);
       model_->to(device_);
-      torch::load(*optimizer_, dir + "/optimizer.pt");
+      load_optimizer(dir + "/optimizer.pt");
       torch::Tensor state;
       torch::load(state, dir + "/rng-cpu.pt");
       restore_generator(torch::Device(torch::kCPU), state);
@@ -374,7 +477,8 @@ class Trainer {
   torch::Device device_;
   CausalLM model_;
   std::vector<torch::Tensor> parameters_;
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;  // all parameters, or this rank's shard (owner_)
+  std::vector<int64_t> owner_;  // with shard_optimizer: the rank that updates each of parameters_; else empty
   std::unique_ptr<DataLoader> train_data_, validation_data_;
   std::unique_ptr<distributed::ProcessGroup> group_;  // null in a single-process run
   std::unique_ptr<distributed::GradientReducer> reducer_;
