@@ -17,6 +17,7 @@
 #include "densessm/train.h"
 #include "json_reader.h"
 #include "train/checkpoint.h"
+#include "train/device_memory.h"
 #include "train/distributed.h"
 #include "train/lm_loss.h"
 #include "train/loss_scaler.h"
@@ -114,6 +115,7 @@ class Trainer {
     if (env_.enabled()) {
       group_ = std::make_unique<distributed::ProcessGroup>(env_, device_, std::chrono::seconds(c_.distributed_timeout_s));
     }
+    memory_ = std::make_unique<DeviceMemory>(device_);
     torch::manual_seed(c_.seed);
     model_ = CausalLM(c_.model);
     const bool resuming = options_.resume && latest_checkpoint(c_.output_dir);
@@ -185,11 +187,17 @@ class Trainer {
         const double elapsed = std::chrono::duration<double>(now - start).count();
         const double rate = static_cast<double>(window_tokens) / std::chrono::duration<double>(now - window_start).count();
         const double eta = elapsed / static_cast<double>(step_ - first) * static_cast<double>(total_steps_ - step_);
+        // CUDA: this rank's peak of allocated memory so far (the caching allocator's count).
+        const double peak_gib = memory_->peak_allocated_and_reserved().first / (1024.0 * 1024 * 1024);
         log::info("step ", step_, "/", total_steps_, " | loss ", fixed(loss, 4), " | lr ", scientific(lr_), " | grad ",
                   fixed(grad_norm, 3), " | ", static_cast<int64_t>(rate), " tok/s | elapsed ", duration(elapsed), " | eta ",
-                  duration(eta), scaler_.enabled() ? " | scale " + fixed(scaler_.scale(), 0) : std::string());
-        record({{"step", step_}, {"loss", loss}, {"lr", lr_}, {"grad_norm", grad_norm}, {"tokens_per_second", rate},
-                {"tokens", tokens_}, {"loss_scale", scaler_.scale()}, {"skipped_steps", scaler_.skipped_steps()}});
+                  duration(eta), scaler_.enabled() ? " | scale " + fixed(scaler_.scale(), 0) : std::string(),
+                  device_.is_cuda() ? " | peak " + fixed(peak_gib, 1) + " GiB" : std::string());
+        nlohmann::json entry = {{"step", step_}, {"loss", loss}, {"lr", lr_}, {"grad_norm", grad_norm},
+                                {"tokens_per_second", rate}, {"tokens", tokens_}, {"loss_scale", scaler_.scale()},
+                                {"skipped_steps", scaler_.skipped_steps()}};
+        if (device_.is_cuda()) entry["peak_memory_gib"] = peak_gib;
+        record(entry);
         window_start = now;
         window_tokens = 0;
       }
@@ -482,6 +490,7 @@ class Trainer {
   std::unique_ptr<DataLoader> train_data_, validation_data_;
   std::unique_ptr<distributed::ProcessGroup> group_;  // null in a single-process run
   std::unique_ptr<distributed::GradientReducer> reducer_;
+  std::unique_ptr<DeviceMemory> memory_;
   LossScaler scaler_;
   std::string tokenizer_path_;
   std::ofstream metrics_;
