@@ -241,31 +241,48 @@ std::vector<int64_t> partition_by_size(const std::vector<int64_t>& sizes, int64_
 }
 
 void share_updated_parameters(ProcessGroup& group, const std::vector<torch::Tensor>& parameters,
-                              const std::vector<int64_t>& owner) {
+                              const std::vector<int64_t>& owner, int64_t bucket_bytes) {
   torch::NoGradGuard no_grad;
   for (int64_t r = 0; r < group.world_size(); ++r) {
-    std::vector<torch::Tensor> owned;
+    const std::string what = "sharing rank " + std::to_string(r) + "'s updated parameters";
+    std::vector<torch::Tensor> bucket;
+    int64_t bytes = 0;
+    // One broadcast per bucket: a lone tensor goes as it is (straight into the receivers' parameter), several
+    // through a flat buffer that the receivers unpack.
+    auto flush = [&] {
+      if (bucket.size() == 1) {
+        group.broadcast({bucket.front().detach()}, r, what);
+      } else if (!bucket.empty()) {
+        torch::Tensor buffer;
+        if (r == group.rank()) {
+          std::vector<torch::Tensor> flat;
+          for (const auto& p : bucket) flat.push_back(p.detach().reshape(-1));
+          buffer = torch::cat(flat);
+        } else {
+          int64_t count = 0;
+          for (const auto& p : bucket) count += p.numel();
+          buffer = torch::empty({count}, bucket.front().options());
+        }
+        group.broadcast({buffer}, r, what);
+        if (r != group.rank()) {
+          int64_t offset = 0;
+          for (auto& p : bucket) {
+            p.detach().copy_(buffer.narrow(0, offset, p.numel()).view_as(p));
+            offset += p.numel();
+          }
+        }
+      }
+      bucket.clear();
+      bytes = 0;
+    };
     for (size_t i = 0; i < parameters.size(); ++i) {
-      if (owner[i] == r) owned.push_back(parameters[i]);
+      if (owner[i] != r) continue;
+      const int64_t size = static_cast<int64_t>(parameters[i].nbytes());
+      if (!bucket.empty() && bytes + size > bucket_bytes) flush();
+      bucket.push_back(parameters[i]);
+      bytes += size;
     }
-    if (owned.empty()) continue;
-    torch::Tensor buffer;  // (count) of rank r's parameters, flattened in order
-    if (r == group.rank()) {
-      std::vector<torch::Tensor> flat;
-      for (const auto& p : owned) flat.push_back(p.detach().reshape(-1));
-      buffer = torch::cat(flat);
-    } else {
-      int64_t count = 0;
-      for (const auto& p : owned) count += p.numel();
-      buffer = torch::empty({count}, owned.front().options());
-    }
-    group.broadcast({buffer}, r, "sharing rank " + std::to_string(r) + "'s updated parameters");
-    if (r == group.rank()) continue;
-    int64_t offset = 0;
-    for (auto& p : owned) {
-      p.detach().copy_(buffer.narrow(0, offset, p.numel()).view_as(p));
-      offset += p.numel();
-    }
+    flush();
   }
 }
 

@@ -68,10 +68,12 @@ class ProcessGroup {
 /// shares are balanced and every rank computes the same assignment.
 std::vector<int64_t> partition_by_size(const std::vector<int64_t>& sizes, int64_t ranks);
 
-/// Copies the parameters that rank r updated to every other rank, for each r: one broadcast per rank of
-/// its parameters flattened into one buffer. `owner[i]` is the rank of parameters[i]; all of one dtype.
+/// Copies the parameters that rank r updated to every other rank, for each r, in broadcasts of about
+/// bucket_bytes (several small parameters flattened into one buffer; a large one on its own, with no copy),
+/// so that sharing needs at most one bucket of extra memory. `owner[i]` is the rank of parameters[i]; all
+/// of one dtype, contiguous.
 void share_updated_parameters(ProcessGroup& group, const std::vector<torch::Tensor>& parameters,
-                              const std::vector<int64_t>& owner);
+                              const std::vector<int64_t>& owner, int64_t bucket_bytes = int64_t{16} << 20);
 
 /// Averages the parameters' gradients over the ranks. Parameters are packed into buckets of about
 /// bucket_bytes, last parameters first (the order their gradients appear in backward); a hook after each

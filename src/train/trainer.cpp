@@ -329,7 +329,8 @@ class Trainer {
   }
 
   // The whole AdamW state on rank 0 (null elsewhere), gathered from the ranks that own it, parameter by
-  // parameter: the file a sharded run writes is the one an unsharded run writes.
+  // parameter: the file a sharded run writes is the one an unsharded run writes. Other ranks' tensors wait
+  // in host memory, so gathering needs no more device memory than one parameter's state.
   std::unique_ptr<torch::optim::AdamW> gather_optimizer() {
     std::unique_ptr<torch::optim::AdamW> whole;
     if (env_.rank == 0) {
@@ -363,6 +364,10 @@ class Trainer {
       }
       group_->broadcast({exp_avg, exp_avg_sq}, owner_[i], what);
       if (!whole) continue;
+      if (!owned) {  // kept in host memory, so that the device never holds more than one other rank's tensor
+        exp_avg = exp_avg.cpu();
+        exp_avg_sq = exp_avg_sq.cpu();
+      }
       auto st = std::make_unique<torch::optim::AdamWParamState>();
       st->step(static_cast<int64_t>(values[1].item<double>()));
       st->exp_avg(exp_avg);
