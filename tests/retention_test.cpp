@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "densessm/retention.h"
+#include "modules/retention_block.h"
 #include "test_helpers.h"
 
 namespace densessm {
@@ -174,6 +175,51 @@ TEST_P(Retention, RejectsMismatchedShapes) {
 }
 
 DENSESSM_DEVICE_SUITE(Retention);
+
+// The rotation of the retention blocks, element by element: pair i of the last dimension turns by
+// (position + t) x 10000^(-i / (dk/2 - 1)).
+TEST(Rotation, TurnsEachPairByItsAngleAtItsPosition) {
+  const int64_t B = 2, H = 3, T = 5, dk = 8;
+  const auto x = torch::randn({B, H, T, dk}, torch::kDouble);
+  const auto position = torch::tensor({int64_t{0}, int64_t{7}});
+  Rotation rotation(dk);
+  const auto y = RetentionBlockImpl::rotate(x, rotation.at(position, T, torch::kDouble, /*recompute=*/true));
+  ASSERT_EQ(y.sizes(), x.sizes());
+  auto X = x.accessor<double, 4>();
+  auto Y = y.accessor<double, 4>();
+  double worst = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t i = 0; i < dk / 2; ++i) {
+          const double angle = std::pow(10000.0, -static_cast<double>(i) / static_cast<double>(dk / 2 - 1));
+          const double theta = static_cast<double>(position[b].item<int64_t>() + t) * angle;
+          const double x0 = X[b][h][t][2 * i], x1 = X[b][h][t][2 * i + 1];
+          worst = std::max(worst, std::abs(Y[b][h][t][2 * i] - (x0 * std::cos(theta) - x1 * std::sin(theta))));
+          worst = std::max(worst, std::abs(Y[b][h][t][2 * i + 1] - (x1 * std::cos(theta) + x0 * std::sin(theta))));
+        }
+      }
+    }
+  }
+  EXPECT_LT(worst, 1e-12);
+}
+
+// One rotation serves the blocks of a forward pass; another position tensor, length or dtype is computed
+// anew, and so is every call that asks for it (the first block's).
+TEST(Rotation, IsReusedOnlyForTheSamePositionsLengthAndDtype) {
+  Rotation rotation(4);
+  const auto p = torch::tensor({int64_t{3}});
+  const auto first = rotation.at(p, 6, torch::kFloat, true);
+  EXPECT_TRUE(rotation.at(p, 6, torch::kFloat, false).first.is_same(first.first));
+  EXPECT_FALSE(rotation.at(p, 6, torch::kFloat, true).first.is_same(first.first));
+  const auto q = torch::tensor({int64_t{4}});
+  const auto other = rotation.at(q, 6, torch::kFloat, false);
+  Rotation fresh(4);
+  EXPECT_TRUE(torch::equal(other.first, fresh.at(q, 6, torch::kFloat, true).first));
+  EXPECT_FALSE(torch::equal(other.first, first.first));
+  EXPECT_EQ(rotation.at(q, 2, torch::kFloat, false).first.size(2), 2);
+  EXPECT_EQ(rotation.at(q, 2, torch::kDouble, false).first.scalar_type(), torch::kDouble);
+}
 
 }  // namespace
 }  // namespace densessm

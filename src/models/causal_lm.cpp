@@ -12,10 +12,13 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& config) : config_(config) {
   validate(config_);
   embed_tokens_ = register_module("embed_tokens", torch::nn::Embedding(config_.vocab_size, config_.hidden_size));
   auto layers = register_module("layers", torch::nn::ModuleList());  // parameters named layers.<i>.<name>
+  // The retention blocks rotate at the same positions: one rotation per forward pass serves them all.
+  const auto rotation =
+      config_.architecture == Architecture::kRetNet ? std::make_shared<Rotation>(config_.head_qk_dim()) : nullptr;
   for (int64_t i = 0; i < config_.num_layers; ++i) {
     std::shared_ptr<Block> block;
     if (config_.architecture == Architecture::kRetNet) {
-      block = std::make_shared<RetentionBlockImpl>(config_, i);
+      block = std::make_shared<RetentionBlockImpl>(config_, i, rotation);
     } else {
       block = std::make_shared<MambaBlockImpl>(config_, i);
     }

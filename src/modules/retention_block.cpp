@@ -11,15 +11,34 @@ torch::nn::Linear linear(int64_t in, int64_t out) {
 
 torch::ScalarType accumulation_type(torch::ScalarType t) { return t == torch::kDouble ? torch::kDouble : torch::kFloat; }
 
-// (x0, x1) -> (-x1, x0) for each interleaved pair of the last dimension.
-torch::Tensor rotate_pairs(const torch::Tensor& x) {
-  auto pairs = x.unflatten(-1, {-1, 2});
-  return torch::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).flatten(-2);
-}
-
 }  // namespace
 
-RetentionBlockImpl::RetentionBlockImpl(const ModelConfig& c, int64_t index)
+Rotation::Rotation(int64_t dk) {
+  // angle_i = 10000^(-i / (dk/2 - 1)), i = 0 .. dk/2 - 1, each used by one pair of dimensions.
+  angles_ = torch::pow(10000.0, -torch::linspace(0, 1, dk / 2, torch::kDouble)).repeat_interleave(2);
+  signs_ = torch::tensor({-1.0, 1.0}, torch::kDouble).repeat({dk / 2});
+}
+
+std::pair<torch::Tensor, torch::Tensor> Rotation::at(const torch::Tensor& position, int64_t T, torch::ScalarType dtype,
+                                                     bool recompute) {
+  if (recompute || !position_.defined() || !position_.is_same(position) || length_ != T ||
+      cos_.scalar_type() != dtype) {
+    if (angles_.device() != position.device()) {  // once: a decode step (a CUDA graph) then copies nothing
+      angles_ = angles_.to(position.device());
+      signs_ = signs_.to(position.device());
+    }
+    const int64_t B = position.size(0), dk = angles_.size(0);
+    auto pos = position.view({B, 1}) + torch::arange(T, position.options()).view({1, T});  // (B, T)
+    auto theta = pos.to(torch::kDouble).view({B, 1, T, 1}) * angles_.view({1, 1, 1, dk});  // (B, 1, T, dk)
+    cos_ = theta.cos().to(dtype);
+    sin_ = (theta.sin() * signs_).to(dtype);
+    position_ = position;
+    length_ = T;
+  }
+  return {cos_, sin_};
+}
+
+RetentionBlockImpl::RetentionBlockImpl(const ModelConfig& c, int64_t index, std::shared_ptr<Rotation> rotation)
     : index_(index),
       heads_(c.retention.num_heads),
       dk_(c.head_qk_dim()),
@@ -27,8 +46,7 @@ RetentionBlockImpl::RetentionBlockImpl(const ModelConfig& c, int64_t index)
       chunk_size_(c.retention.chunk_size) {
   const int64_t D = c.hidden_size, K = c.retention.query_key_dim, E = c.value_dim();
   decays_ = retention_decays(heads_);
-  // angle_i = 10000^(-i / (dk/2 - 1)), i = 0 .. dk/2 - 1, each used by one pair of dimensions.
-  angles_ = torch::pow(10000.0, -torch::linspace(0, 1, dk_ / 2, torch::kDouble)).repeat_interleave(2);
+  rotation_ = rotation ? std::move(rotation) : std::make_shared<Rotation>(dk_);
   input_layernorm = register_module("input_layernorm", RMSNorm(D, c.rms_norm_eps));
   q_proj = register_module("q_proj", linear(D, K));
   k_proj = register_module("k_proj", linear(D, K));
@@ -63,12 +81,11 @@ torch::Tensor RetentionBlockImpl::split_heads(const torch::Tensor& x) const {
   return x.unflatten(-1, {heads_, -1}).transpose(1, 2);
 }
 
-torch::Tensor RetentionBlockImpl::rotate(const torch::Tensor& x, const torch::Tensor& position) const {
-  const int64_t B = x.size(0), T = x.size(2);
-  auto pos = position.view({B, 1}) + torch::arange(T, position.options()).view({1, T});  // (B, T)
-  auto theta = pos.to(torch::kDouble).view({B, 1, T, 1}) * angles_.to(x.device()).view({1, 1, 1, dk_});
-  auto sin = theta.sin().to(x.scalar_type()), cos = theta.cos().to(x.scalar_type());  // (B, 1, T, dk)
-  return x * cos + rotate_pairs(x) * sin;
+torch::Tensor RetentionBlockImpl::rotate(const torch::Tensor& x, const std::pair<torch::Tensor, torch::Tensor>& rotation) {
+  // (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin) for each interleaved pair: the pairs swapped, times the
+  // signed sin.
+  auto swapped = x.unflatten(-1, {-1, 2}).flip(-1).flatten(-2);
+  return torch::addcmul(x * rotation.first, swapped, rotation.second);
 }
 
 torch::Tensor RetentionBlockImpl::forward(const torch::Tensor& h, const std::vector<DenseHidden>& previous,
@@ -78,7 +95,6 @@ torch::Tensor RetentionBlockImpl::forward(const torch::Tensor& h, const std::vec
     // Moved once, beside the activations: a decode step (captured in a CUDA graph) then copies nothing
     // from the host. Not buffers, so that model.to(dtype) leaves them float64.
     decays_ = decays_.to(h.device());
-    angles_ = angles_.to(h.device());
   }
   const auto acc = accumulation_type(h.scalar_type());
   auto x = input_layernorm(h);                                                  // (B, T, D)
@@ -102,8 +118,9 @@ torch::Tensor RetentionBlockImpl::forward(const torch::Tensor& h, const std::vec
   RetentionArgs args;
   // Rotated in the accumulation dtype, then handed over in the operand dtype: the retention forms
   // accumulate in float32 themselves, and the kernels run bfloat16/float16 on the tensor cores.
-  args.q = rotate(split_heads(q).to(acc), position).to(compute);  // (B, H, T, dk)
-  args.k = rotate(split_heads(k).to(acc), position).to(compute);  // (B, H, T, dk)
+  const auto rotation = rotation_->at(position, h.size(1), acc, /*recompute=*/index_ == 0);
+  args.q = rotate(split_heads(q).to(acc), rotation).to(compute);  // (B, H, T, dk)
+  args.k = rotate(split_heads(k).to(acc), rotation).to(compute);  // (B, H, T, dk)
   args.v = split_heads(v).to(compute);                            // (B, H, T, dv)
   args.decays = decays_;
   args.offset = position;
