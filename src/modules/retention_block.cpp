@@ -119,8 +119,9 @@ torch::Tensor RetentionBlockImpl::forward(const torch::Tensor& h, const std::vec
   // Rotated in the accumulation dtype, then handed over in the operand dtype: the retention forms
   // accumulate in float32 themselves, and the kernels run bfloat16/float16 on the tensor cores.
   const auto rotation = rotation_->at(position, h.size(1), acc, /*recompute=*/index_ == 0);
-  args.q = rotate(split_heads(q).to(acc), rotation).to(compute);  // (B, H, T, dk)
-  args.k = rotate(split_heads(k).to(acc), rotation).to(compute);  // (B, H, T, dk)
+  // (cos and sin are in the accumulation dtype, so the products promote: no separate cast of q and k.)
+  args.q = rotate(split_heads(q), rotation).to(compute);  // (B, H, T, dk)
+  args.k = rotate(split_heads(k), rotation).to(compute);  // (B, H, T, dk)
   args.v = split_heads(v).to(compute);                            // (B, H, T, dv)
   args.decays = decays_;
   args.offset = position;
