@@ -14,7 +14,7 @@ torch::Tensor SelectiveTransitionImpl::forward(const torch::Tensor& x) {
 torch::Tensor hidden_fusion(const torch::Tensor& current, const torch::Tensor& gate,
                             const std::vector<torch::Tensor>& previous, RMSNorm& norm) {
   auto fused = current;
-  for (const torch::Tensor& hidden : previous) fused = fused + gate * hidden;
+  for (const torch::Tensor& hidden : previous) fused = torch::addcmul(fused, gate, hidden);  // fused + gate * hidden
   return norm(fused);
 }
 
