@@ -20,13 +20,7 @@ using namespace densessm::testing;  // relative_error and the kernel tests' help
 
 #ifdef DENSESSM_WITH_CUDA
 
-class CausalConv1dKernel : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-    torch::manual_seed(77);
-  }
-};
+class CausalConv1dKernel : public CudaKernelTest<77> {};
 
 struct Shape {
   int64_t B, C, T;

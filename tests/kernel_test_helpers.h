@@ -4,6 +4,7 @@
 
 #ifdef DENSESSM_WITH_CUDA
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,16 @@ namespace densessm::testing {
 inline kernels::DType kernel_dtype(torch::ScalarType t) {
   return t == torch::kFloat ? kernels::DType::kFloat32 : t == torch::kHalf ? kernels::DType::kFloat16 : kernels::DType::kBFloat16;
 }
+
+/// A CUDA kernel test: skipped where no GPU is present; the random generator seeded with `Seed`.
+template <uint64_t Seed>
+class CudaKernelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+    torch::manual_seed(Seed);
+  }
+};
 
 /// Relative error a kernel must reach against the float64 reference.
 inline double tolerance(torch::ScalarType t) { return t == torch::kFloat ? 1e-5 : 1e-2; }

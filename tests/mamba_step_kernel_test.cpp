@@ -18,13 +18,7 @@ using namespace densessm::testing;  // relative_error and the kernel tests' help
 
 #ifdef DENSESSM_WITH_CUDA
 
-class MambaStepKernel : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-    torch::manual_seed(99);
-  }
-};
+class MambaStepKernel : public CudaKernelTest<99> {};
 
 TEST_F(MambaStepKernel, ScanStepMatchesTheReference) {
   for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {

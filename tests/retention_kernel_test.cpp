@@ -88,13 +88,7 @@ struct Reference {
   }
 };
 
-class ChunkRetentionKernel : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-    torch::manual_seed(7);
-  }
-};
+class ChunkRetentionKernel : public CudaKernelTest<7> {};
 
 // Forward, final state and every gradient through the entry points, for each dtype with and without
 // an initial state.

@@ -71,13 +71,7 @@ std::string describe(torch::ScalarType dtype, const Shape& s, bool optional) {
   return out.str();
 }
 
-class SelectiveScanKernel : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
-    torch::manual_seed(2024);
-  }
-};
+class SelectiveScanKernel : public CudaKernelTest<2024> {};
 
 TEST_F(SelectiveScanKernel, ForwardMatchesTheReference) {
   for (auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
