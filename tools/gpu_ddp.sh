@@ -20,10 +20,7 @@ TARGETS="densessm-train densessm-tokenizer densessm-prepare-data" bash tools/gpu
 export LD_LIBRARY_PATH="/tmp/densessm-debs/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 W=/tmp/densessm-ddp
-rm -rf "$W" && mkdir -p "$W"
-cat /usr/share/common-licenses/* > "$W/corpus.txt"
-"$BUILD_DIR/densessm-tokenizer" train --input "$W/corpus.txt" --model-prefix "$W/tok" --vocab-size 2048 2>&1 | tail -1
-"$BUILD_DIR/densessm-prepare-data" "$W/corpus.txt" --tokenizer "$W/tok.model" --output "$W/data" --validation-percent 5
+BUILD_DIR=$BUILD_DIR bash tools/license_data.sh "$W"
 
 # Mean tokens/s of the logged windows after the first third of the run (start-up and warm-up excluded).
 rate() {

@@ -6,10 +6,7 @@ cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build-gpu}
 export LD_LIBRARY_PATH="/tmp/densessm-debs/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 W=/tmp/densessm-smoke
-rm -rf "$W" && mkdir -p "$W"
-cat /usr/share/common-licenses/* > "$W/corpus.txt"
-"$BUILD_DIR/densessm-tokenizer" train --input "$W/corpus.txt" --model-prefix "$W/tok" --vocab-size 2048 2>&1 | tail -1
-"$BUILD_DIR/densessm-prepare-data" "$W/corpus.txt" --tokenizer "$W/tok.model" --output "$W/data" --validation-percent 5
+BUILD_DIR=$BUILD_DIR bash tools/license_data.sh "$W"
 for precision in bf16 fp16; do
   cat > "$W/run-$precision.json" <<JSON
 {"model": "$PWD/configs/small-dense-retnet.json", "data": "$W/data", "output_dir": "$W/train-$precision",
