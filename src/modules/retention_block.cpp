@@ -122,7 +122,7 @@ torch::Tensor RetentionBlockImpl::forward(const torch::Tensor& h, const std::vec
   // (cos and sin are in the accumulation dtype, so the products promote: no separate cast of q and k.)
   args.q = rotate(split_heads(q), rotation).to(compute);  // (B, H, T, dk)
   args.k = rotate(split_heads(k), rotation).to(compute);  // (B, H, T, dk)
-  args.v = split_heads(v).to(compute);                            // (B, H, T, dv)
+  args.v = split_heads(v).to(compute);                    // (B, H, T, dv)
   args.decays = decays_;
   args.offset = position;
   args.chunk_size = options.chunk_size > 0 ? options.chunk_size : chunk_size_;

@@ -344,20 +344,17 @@ class Trainer {
       void* key = p.unsafeGetTensorImpl();
       const bool owned = owner_[i] == env_.rank;
       const auto found = owned ? mine.find(key) : mine.end();
+      const auto* st = found != mine.end() ? &static_cast<const torch::optim::AdamWParamState&>(*found->second) : nullptr;
       // (has state, step) from the owner; a parameter without gradients yet has no state.
       auto header = torch::zeros({2}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
-      if (found != mine.end()) {
-        const auto& st = static_cast<const torch::optim::AdamWParamState&>(*found->second);
-        header.copy_(torch::tensor({1.0, static_cast<double>(st.step())}, torch::kDouble));
-      }
+      if (st) header.copy_(torch::tensor({1.0, static_cast<double>(st->step())}, torch::kDouble));
       group_->broadcast({header}, owner_[i], what);
       const auto values = header.cpu();
       if (values[0].item<double>() == 0) continue;
       torch::Tensor exp_avg, exp_avg_sq;
-      if (found != mine.end()) {
-        const auto& st = static_cast<const torch::optim::AdamWParamState&>(*found->second);
-        exp_avg = st.exp_avg();
-        exp_avg_sq = st.exp_avg_sq();
+      if (st) {
+        exp_avg = st->exp_avg();
+        exp_avg_sq = st->exp_avg_sq();
       } else {
         exp_avg = torch::empty_like(p);
         exp_avg_sq = torch::empty_like(p);
@@ -368,11 +365,11 @@ class Trainer {
         exp_avg = exp_avg.cpu();
         exp_avg_sq = exp_avg_sq.cpu();
       }
-      auto st = std::make_unique<torch::optim::AdamWParamState>();
-      st->step(static_cast<int64_t>(values[1].item<double>()));
-      st->exp_avg(exp_avg);
-      st->exp_avg_sq(exp_avg_sq);
-      whole->state()[key] = std::move(st);
+      auto gathered = std::make_unique<torch::optim::AdamWParamState>();
+      gathered->step(static_cast<int64_t>(values[1].item<double>()));
+      gathered->exp_avg(exp_avg);
+      gathered->exp_avg_sq(exp_avg_sq);
+      whole->state()[key] = std::move(gathered);
     }
     return whole;
   }
