@@ -35,8 +35,9 @@ __global__ void scan_step_kernel(ScanStepParams p) {
   float delta = to_float(static_cast<const T*>(p.delta)[idx]);
   if (p.delta_bias) delta += to_float(static_cast<const T*>(p.delta_bias)[c]);
   if (p.delta_softplus) delta = softplus(delta);
-  const T* Bm = static_cast<const T*>(p.Bm) + b * p.state_size;
-  const T* Cm = static_cast<const T*>(p.Cm) + b * p.state_size;
+  const int64_t bc_stride = p.bc_stride > 0 ? p.bc_stride : p.state_size;
+  const T* Bm = static_cast<const T*>(p.Bm) + b * bc_stride;
+  const T* Cm = static_cast<const T*>(p.Cm) + b * bc_stride;
   const float* A = p.A + c * p.state_size;
   float* state = p.state + idx * p.state_size;
   float y = 0.0f;
@@ -46,7 +47,7 @@ __global__ void scan_step_kernel(ScanStepParams p) {
     y += to_float(Cm[n]) * h;
   }
   if (p.D) y += to_float(static_cast<const T*>(p.D)[c]) * u;
-  if (p.z) y *= silu(to_float(static_cast<const T*>(p.z)[idx]));
+  if (p.z) y *= silu(to_float(static_cast<const T*>(p.z)[b * (p.z_stride > 0 ? p.z_stride : p.channels) + c]));
   static_cast<T*>(p.out)[idx] = from_float<T>(y);
 }
 

@@ -40,6 +40,8 @@ struct ScanStepParams {
   int64_t batch, channels, state_size;
   bool delta_softplus;
   DType dtype;
+  int64_t bc_stride = 0;  // distance between the rows of Bm and of Cm (0: state_size, contiguous)
+  int64_t z_stride = 0;   // distance between the rows of z (0: channels, contiguous)
 };
 cudaError_t selective_scan_step(const ScanStepParams& p, cudaStream_t stream);
 

@@ -6,6 +6,8 @@
 #   bash tools/gpu_stages.sh profile   build; the longest kernels of a training step and of a decode step
 #                                      (densessm-train / densessm-generate --profile) for both families
 #   bash tools/gpu_stages.sh parity    build; import parity against transformers and the reference code
+#   bash tools/gpu_stages.sh decode    build; every CUDA test case; the generation speed mode (kernels on)
+#                                      for the four large models and a profile of the DenseRetNet step
 # On an nvidia-h200-x2, three chained calls:
 #   bash tools/gpu_stages.sh start     build; the dense-vs-plain experiment (docs/RESULTS.md) in the
 #                                      background on GPU 1; CUDA tests and the training benchmark (kernels on
@@ -64,6 +66,18 @@ case ${1:-} in
     train_bench kernels --model configs/dense-retnet-350m.json --batch 8,16
     stamp "training benchmark"
     quiet < "$OUT/train-bench.log" | head -40
+    ;;
+  decode)
+    # The decode step's kernels: their tests, the speed mode of the four 1.3-1.4 B models, and a profile of
+    # the DenseRetNet step (the longest kernels of a CUDA-graph step).
+    build densessm_tests densessm-generate
+    cuda_tests
+    for config in dense-retnet-1.3b retnet-1.3b dense-mamba-1.4b mamba-1.4b; do generate_bench kernels --config "configs/$config.json"; done
+    stamp "generation, kernels"
+    quiet < "$OUT/generate-bench.log" | grep -vE '^\s*$' | head -60
+    timeout 90 "$B/densessm-generate" --benchmark --device cuda --dtype fp16 --lengths 128 \
+      --config configs/dense-retnet-1.3b.json --profile /tmp/decode.trace.json 2>&1 | quiet | tail -30
+    stamp "decode profiled"
     ;;
   profile)
     # The tables are the output; the Chrome traces stay on the machine except the decode ones, gzipped.

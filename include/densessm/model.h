@@ -55,6 +55,13 @@ class Block : public torch::nn::Module {
                                 LayerState* state, const torch::Tensor& position, const ForwardOptions& options) = 0;
   /// A zero state for `batch` sequences, on `device`, for a model of dtype `dtype`.
   virtual LayerState initial_state(int64_t batch, torch::Device device, torch::ScalarType dtype) const = 0;
+  /// One token per sequence on the fused decode kernels (CUDA only, no autograd, no dropout; the model's
+  /// step calls it when CausalLMImpl::fused_decoding() says so): h (B, D) is updated in place and returned.
+  /// `previous` and `hidden` hold (B, n) rows instead of (B, T, n). The first call lays the block's input
+  /// projections out in one matrix, of which the weights become views (their values do not change), so
+  /// that one matrix product serves them all.
+  virtual torch::Tensor decode_step(torch::Tensor h, const std::vector<DenseHidden>& previous, DenseHidden& hidden,
+                                    LayerState& state, const torch::Tensor& position) = 0;
 };
 
 class CausalLMImpl : public torch::nn::Module {
@@ -66,8 +73,13 @@ class CausalLMImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& tokens, DecodeState* state = nullptr, const ForwardOptions& options = {});
 
   /// One token per sequence (the recurrent form): tokens (B) -> logits (B, V); advances `state`.
-  /// `check_tokens` as in ForwardOptions.
+  /// `check_tokens` as in ForwardOptions. Runs on the fused decode kernels when fused_decoding() is true,
+  /// otherwise as forward() with the recurrent form.
   torch::Tensor step(const torch::Tensor& tokens, DecodeState& state, bool check_tokens = true);
+
+  /// Whether step() takes the fused decode kernels: the model is on CUDA in float32, float16 or bfloat16,
+  /// the kernels are enabled (densessm/kernels.h), no gradient is wanted and dropout is inactive.
+  bool fused_decoding() const;
 
   /// A zero state for `batch` sequences on the model's device and dtype.
   DecodeState initial_state(int64_t batch) const;
@@ -80,6 +92,8 @@ class CausalLMImpl : public torch::nn::Module {
 
  private:
   torch::Tensor logits(const torch::Tensor& h);
+  torch::Tensor fused_step(const torch::Tensor& tokens, DecodeState& state);
+  void check_token_range(const torch::Tensor& tokens) const;
   torch::Device device() const;
   torch::ScalarType dtype() const;
 

@@ -2,9 +2,14 @@
 
 #include <torch/torch.h>
 
+#include "densessm/kernels.h"
 #include "densessm/model.h"
 #include "modules/mamba_block.h"
 #include "modules/retention_block.h"
+
+#ifdef DENSESSM_WITH_CUDA
+#include "ops/cuda/decode_cuda.h"
+#endif
 
 namespace densessm {
 
@@ -55,11 +60,7 @@ torch::Tensor CausalLMImpl::forward(const torch::Tensor& tokens, DecodeState* st
   TORCH_CHECK(tokens.scalar_type() == torch::kLong || tokens.scalar_type() == torch::kInt,
               "forward: tokens must be int64 or int32, got ", tokens.scalar_type());
   const int64_t B = tokens.size(0), T = tokens.size(1);
-  if (options.check_tokens) {
-    const int64_t low = tokens.min().item<int64_t>(), high = tokens.max().item<int64_t>();
-    TORCH_CHECK(low >= 0 && high < config_.vocab_size, "forward: token ids must be in [0, ", config_.vocab_size,
-                "), got values in [", low, ", ", high, "]");
-  }
+  if (options.check_tokens) check_token_range(tokens);
   if (state != nullptr) {
     TORCH_CHECK(state->batch_size() == B && static_cast<int64_t>(state->layers.size()) == num_layers(),
                 "forward: the decode state holds ", state->batch_size(), " sequences and ", state->layers.size(),
@@ -84,8 +85,55 @@ torch::Tensor CausalLMImpl::forward(const torch::Tensor& tokens, DecodeState* st
   return logits(options.last_logits_only ? h.narrow(1, T - 1, 1) : h);
 }
 
+void CausalLMImpl::check_token_range(const torch::Tensor& tokens) const {
+  const int64_t low = tokens.min().item<int64_t>(), high = tokens.max().item<int64_t>();
+  TORCH_CHECK(low >= 0 && high < config_.vocab_size, "forward: token ids must be in [0, ", config_.vocab_size,
+              "), got values in [", low, ", ", high, "]");
+}
+
+bool CausalLMImpl::fused_decoding() const {
+  const auto t = dtype();
+  const bool grad = torch::GradMode::is_enabled() && embed_tokens_->weight.requires_grad();
+  const bool dropout = is_training() && config_.dropout > 0.0;
+  return kernels_enabled() && device().is_cuda() && (t == torch::kFloat || t == torch::kHalf || t == torch::kBFloat16) &&
+         !grad && !dropout;
+}
+
+torch::Tensor CausalLMImpl::fused_step(const torch::Tensor& tokens, DecodeState& state) {
+  const int64_t B = tokens.size(0);
+  TORCH_CHECK(state.batch_size() == B && static_cast<int64_t>(state.layers.size()) == num_layers(), "step: the decode state holds ",
+              state.batch_size(), " sequences and ", state.layers.size(), " layers; the call has ", B,
+              " sequences for a model of ", num_layers(), " layers");
+  const auto position = state.position.to(device(), torch::kLong).contiguous();
+  auto h = embed_tokens_(tokens.to(device(), torch::kLong));  // (B, D)
+  std::deque<DenseHidden> recent;  // the last m blocks' hidden states, most recent first
+  const auto m = static_cast<size_t>(config_.dense_block_layers);
+  for (int64_t i = 0; i < num_layers(); ++i) {
+    DenseHidden hidden;
+    std::vector<DenseHidden> previous(recent.begin(), recent.end());
+    h = blocks_[i]->decode_step(h, previous, hidden, state.layers[i], position);
+    if (m > 0) {
+      recent.push_front(std::move(hidden));
+      if (recent.size() > m) recent.pop_back();
+    }
+  }
+  state.position = position + 1;
+#ifdef DENSESSM_WITH_CUDA
+  auto x = cuda::rms_norm(h, norm_->weight, norm_->eps());
+#else
+  auto x = norm_(h);
+#endif
+  return lm_head_ ? torch::mm(x, lm_head_->weight.t()) : torch::mm(x, embed_tokens_->weight.t());
+}
+
 torch::Tensor CausalLMImpl::step(const torch::Tensor& tokens, DecodeState& state, bool check_tokens) {
   TORCH_CHECK(tokens.dim() == 1, "step: tokens must be (batch), got ", tokens.sizes());
+  if (fused_decoding()) {
+    TORCH_CHECK(tokens.scalar_type() == torch::kLong || tokens.scalar_type() == torch::kInt,
+                "step: tokens must be int64 or int32, got ", tokens.scalar_type());
+    if (check_tokens) check_token_range(tokens);
+    return fused_step(tokens, state);
+  }
   ForwardOptions options;
   options.form = SequenceForm::kRecurrent;
   options.check_tokens = check_tokens;

@@ -1,6 +1,11 @@
 #include "modules/mamba_block.h"
 
 #include <cmath>
+#include <stdexcept>
+
+#ifdef DENSESSM_WITH_CUDA
+#include "ops/cuda/decode_cuda.h"
+#endif
 
 namespace densessm {
 namespace {
@@ -121,6 +126,52 @@ torch::Tensor MambaBlockImpl::forward(const torch::Tensor& h, const std::vector<
   }
   auto y = options.form == SequenceForm::kRecurrent ? mix_recurrent(x, z, state) : mix_parallel(x, z, state);
   return h + dropout(out_proj(y));
+}
+
+const torch::Tensor& MambaBlockImpl::decode_A() {
+  if (!decode_A_.defined() || decode_A_source_ != A_log.data_ptr() || decode_A_version_ != A_log._version() ||
+      decode_A_.device() != A_log.device()) {
+    torch::NoGradGuard no_grad;
+    decode_A_ = -torch::exp(A_log.to(torch::kFloat)).contiguous();
+    decode_A_source_ = A_log.data_ptr();
+    decode_A_version_ = A_log._version();
+  }
+  return decode_A_;
+}
+
+torch::Tensor MambaBlockImpl::decode_step(torch::Tensor h, const std::vector<DenseHidden>& previous,
+                                          DenseHidden& hidden, LayerState& state, const torch::Tensor& /*position*/) {
+#ifdef DENSESSM_WITH_CUDA
+  const int64_t I = d_inner_, R = dt_rank_, N = d_state_;
+  std::vector<torch::Tensor> weights{in_proj->weight};
+  if (x_select) weights.push_back(x_select->fc1->weight);
+  const torch::Tensor& projection = decode_projection_.matrix(weights);
+  auto u = cuda::rms_norm(h, norm->weight, norm->eps());  // (B, D)
+  auto y = torch::mm(u, projection.t());                 // (B, 2I [+ r]): x, z [, the transition's inner]
+  torch::Tensor gate, earlier;
+  if (x_select && index_ > 0 && !previous.empty()) {
+    const int64_t r = x_select->fc1->weight.size(0);
+    gate = torch::mm(torch::silu(y.narrow(1, 2 * I, r)), x_select->fc2->weight.t());  // (B, I), before its SiLU
+    earlier = previous[0].at(0);
+    for (size_t i = 1; i < previous.size(); ++i) earlier = earlier + previous[i].at(0);
+  }
+  if (!state.conv.defined() || !state.ssm.defined()) state = initial_state(h.size(0), h.device(), h.scalar_type());
+  if (state.conv.scalar_type() != h.scalar_type() || !state.conv.is_contiguous()) {
+    state.conv = state.conv.to(h.scalar_type()).contiguous();
+  }
+  if (state.ssm.scalar_type() != torch::kFloat || !state.ssm.is_contiguous()) state.ssm = state.ssm.to(torch::kFloat).contiguous();
+  auto [xc, x] = cuda::mamba_decode_prepare(y, I, gate, earlier, x_norm ? x_norm->weight : torch::Tensor(),
+                                            x_norm ? x_norm->eps() : 0.0, state.conv, conv_weight, conv_bias);
+  hidden = {x};
+  auto projected = torch::mm(xc, x_proj->weight.t());                          // (B, R + 2N)
+  auto delta = torch::mm(projected.narrow(1, 0, R), dt_proj->weight.t());     // (B, I)
+  auto out = cuda::mamba_scan_step(state.ssm, xc, delta, dt_proj->bias, decode_A(), projected.narrow(1, R, N),
+                                   projected.narrow(1, R + N, N), D_skip, y.narrow(1, I, I));  // (B, I)
+  return h.addmm_(out, out_proj->weight.t());
+#else
+  (void)h, (void)previous, (void)hidden, (void)state;
+  throw std::logic_error("MambaBlock::decode_step needs DenseSSM built with CUDA");
+#endif
 }
 
 LayerState MambaBlockImpl::initial_state(int64_t batch, torch::Device device, torch::ScalarType dtype) const {

@@ -7,6 +7,7 @@
 #include "densessm/model.h"
 #include "densessm/selective_scan.h"
 #include "modules/dense.h"
+#include "modules/fused_rows.h"
 
 namespace densessm {
 
@@ -16,6 +17,8 @@ class MambaBlockImpl : public Block {
 
   torch::Tensor forward(const torch::Tensor& h, const std::vector<DenseHidden>& previous, DenseHidden& hidden,
                         LayerState* state, const torch::Tensor& position, const ForwardOptions& options) override;
+  torch::Tensor decode_step(torch::Tensor h, const std::vector<DenseHidden>& previous, DenseHidden& hidden,
+                            LayerState& state, const torch::Tensor& position) override;
   LayerState initial_state(int64_t batch, torch::Device device, torch::ScalarType dtype) const override;
 
  private:
@@ -26,6 +29,12 @@ class MambaBlockImpl : public Block {
   // (..., d_inner) -> (delta before bias, Bm, Cm) for the scan.
   std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> project(const torch::Tensor& x);
   torch::Tensor A() const;  // -exp(A_log) in float32 (float64 for float64 models): (d_inner, N)
+  const torch::Tensor& decode_A();  // A() in float32, kept while A_log is unchanged
+
+  FusedRows decode_projection_;  // in_proj and x_select's first layer, for decode_step
+  torch::Tensor decode_A_;
+  const void* decode_A_source_ = nullptr;
+  int64_t decode_A_version_ = -1;
 
   int64_t index_, d_inner_, d_state_, dt_rank_, d_conv_;
   RMSNorm norm{nullptr};

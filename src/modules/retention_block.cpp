@@ -1,6 +1,11 @@
 #include "modules/retention_block.h"
 
 #include <cmath>
+#include <stdexcept>
+
+#ifdef DENSESSM_WITH_CUDA
+#include "ops/cuda/decode_cuda.h"
+#endif
 
 namespace densessm {
 namespace {
@@ -19,14 +24,19 @@ Rotation::Rotation(int64_t dk) {
   signs_ = torch::tensor({-1.0, 1.0}, torch::kDouble).repeat({dk / 2});
 }
 
+const torch::Tensor& Rotation::angles(torch::Device device) {
+  if (angles_.device() != device) {
+    angles_ = angles_.to(device);
+    signs_ = signs_.to(device);
+  }
+  return angles_;
+}
+
 std::pair<torch::Tensor, torch::Tensor> Rotation::at(const torch::Tensor& position, int64_t T, torch::ScalarType dtype,
                                                      bool recompute) {
   if (recompute || !position_.defined() || !position_.is_same(position) || length_ != T ||
       cos_.scalar_type() != dtype) {
-    if (angles_.device() != position.device()) {  // once: a decode step (a CUDA graph) then copies nothing
-      angles_ = angles_.to(position.device());
-      signs_ = signs_.to(position.device());
-    }
+    angles(position.device());  // moved once: a decode step (a CUDA graph) then copies nothing
     const int64_t B = position.size(0), dk = angles_.size(0);
     auto pos = position.view({B, 1}) + torch::arange(T, position.options()).view({1, T});  // (B, T)
     auto theta = pos.to(torch::kDouble).view({B, 1, T, 1}) * angles_.view({1, 1, 1, dk});  // (B, 1, T, dk)
@@ -132,6 +142,53 @@ torch::Tensor RetentionBlockImpl::forward(const torch::Tensor& h, const std::vec
   auto o = form(args, state != nullptr ? &state->kv : nullptr);  // (B, H, T, dv)
   o = group_norm(o).transpose(1, 2).flatten(2).to(compute);      // (B, T, E)
   return h + dropout(to_out(o * g));
+}
+
+torch::Tensor RetentionBlockImpl::decode_step(torch::Tensor h, const std::vector<DenseHidden>& previous,
+                                              DenseHidden& hidden, LayerState& state, const torch::Tensor& position) {
+#ifdef DENSESSM_WITH_CUDA
+  if (decays_.device() != h.device()) decays_ = decays_.to(h.device());
+  const int64_t K = heads_ * dk_, E = heads_ * dv_;
+  std::vector<torch::Tensor> weights{q_proj->weight, k_proj->weight, to_hidden->weight};
+  if (k_select) {
+    weights.push_back(k_select->fc1->weight);
+    weights.push_back(v_select->fc1->weight);
+  }
+  const torch::Tensor& projection = decode_projection_.matrix(weights);
+  auto x = cuda::rms_norm(h, input_layernorm->weight, input_layernorm->eps());  // (B, D)
+  cuda::RetentionPrepareArgs args;
+  args.y = torch::mm(x, projection.t());  // (B, 2K + 2E [+ 2 r]): q, k, v, gate [, the transitions' inner]
+  args.heads = heads_;
+  args.key_dim = K;
+  args.value_dim = E;
+  if (k_select && index_ > 0 && !previous.empty()) {
+    const int64_t r = k_select->fc1->weight.size(0);
+    auto inner = torch::silu(args.y.narrow(1, 2 * K + 2 * E, 2 * r));  // (B, 2 r)
+    args.k_gate = torch::mm(inner.narrow(1, 0, r), k_select->fc2->weight.t());  // (B, K), before its SiLU
+    args.v_gate = torch::mm(inner.narrow(1, r, r), v_select->fc2->weight.t());  // (B, E)
+    args.previous_k = previous[0].at(0);
+    args.previous_v = previous[0].at(1);
+    for (size_t i = 1; i < previous.size(); ++i) {  // gate * a + gate * b = gate * (a + b)
+      args.previous_k = args.previous_k + previous[i].at(0);
+      args.previous_v = args.previous_v + previous[i].at(1);
+    }
+    args.k_norm = k_norm->weight;
+    args.v_norm = v_norm->weight;
+    args.eps = k_norm->eps();
+  }
+  args.angles = rotation_->angles(h.device());
+  args.position = position;
+  const auto prepared = cuda::retention_decode_prepare(args);
+  hidden = {prepared.hidden_k, prepared.hidden_v};
+  if (!state.kv.defined()) state = initial_state(h.size(0), h.device(), h.scalar_type());
+  if (state.kv.scalar_type() != torch::kFloat || !state.kv.is_contiguous()) state.kv = state.kv.to(torch::kFloat).contiguous();
+  auto o = cuda::retention_decode_step(prepared.q, prepared.k, prepared.v, state.kv, decays_, position);  // (B, H, dv)
+  auto gated = cuda::retention_decode_output(o, group_norm->weight, prepared.gate, group_norm->eps());  // (B, E)
+  return h.addmm_(gated, to_out->weight.t());
+#else
+  (void)h, (void)previous, (void)hidden, (void)state, (void)position;
+  throw std::logic_error("RetentionBlock::decode_step needs DenseSSM built with CUDA");
+#endif
 }
 
 LayerState RetentionBlockImpl::initial_state(int64_t batch, torch::Device device, torch::ScalarType dtype) const {

@@ -10,6 +10,7 @@
 #include "densessm/model.h"
 #include "densessm/retention.h"
 #include "modules/dense.h"
+#include "modules/fused_rows.h"
 
 namespace densessm {
 
@@ -25,6 +26,8 @@ class Rotation {
   /// (-sin, +sin), so that rotating is x cos + swap_pairs(x) sin.
   std::pair<torch::Tensor, torch::Tensor> at(const torch::Tensor& position, int64_t T, torch::ScalarType dtype,
                                              bool recompute);
+  /// The (dk) float64 frequencies, each repeated for both dimensions of its pair, on `device`.
+  const torch::Tensor& angles(torch::Device device);
 
  private:
   torch::Tensor angles_;  // (dk) float64 frequencies, each repeated for its pair
@@ -40,6 +43,8 @@ class RetentionBlockImpl : public Block {
 
   torch::Tensor forward(const torch::Tensor& h, const std::vector<DenseHidden>& previous, DenseHidden& hidden,
                         LayerState* state, const torch::Tensor& position, const ForwardOptions& options) override;
+  torch::Tensor decode_step(torch::Tensor h, const std::vector<DenseHidden>& previous, DenseHidden& hidden,
+                            LayerState& state, const torch::Tensor& position) override;
   LayerState initial_state(int64_t batch, torch::Device device, torch::ScalarType dtype) const override;
 
   /// x (B, H, T, dk) rotated by the (cos, sin) of Rotation::at: each pair (x0, x1) of the last dimension
@@ -54,6 +59,7 @@ class RetentionBlockImpl : public Block {
   torch::Tensor decays_;  // (H) float64; not a buffer, so that model.to(dtype) leaves it exact; moved to
                          // the activations' device on first use
   std::shared_ptr<Rotation> rotation_;
+  FusedRows decode_projection_;  // q_proj, k_proj, to_hidden and the selective transitions' first layers
   RMSNorm input_layernorm{nullptr};
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, to_hidden{nullptr}, to_out{nullptr};
   RMSNorm group_norm{nullptr};

@@ -1,0 +1,95 @@
+// The element-wise work of one decode step, fused (no autograd; nothing allocated, nothing waits on the
+// host, so every call is capturable in a CUDA graph). Around the matrix products of a layer these replace
+// the tens of small LibTorch kernels of the step form with one or two launches each:
+//   - rms_norm_rows: an RMSNorm of rows, for the layers' input norms and the final norm;
+//   - retention_decode_prepare: the retention GAU's activations, dense hidden fusion with its norms and
+//     the rotation of q and k;
+//   - retention_decode_output: the retention output's group norm and its gate;
+//   - mamba_decode_prepare: the Mamba x branch's dense hidden fusion with its norm, then the causal
+//     convolution's step with its SiLU.
+// Every dtype-generic pointer holds elements of `dtype`; the arithmetic is float32.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "dtype.h"
+
+namespace densessm::kernels {
+
+/// out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight, one row per block.
+struct RmsNormParams {
+  const void* x;       // (rows, dim), row r at x + r * x_stride
+  const void* weight;  // (dim)
+  void* out;           // (rows, dim) contiguous
+  int64_t rows, dim, x_stride;
+  float eps;
+  DType dtype;
+};
+cudaError_t rms_norm_rows(const RmsNormParams& p, cudaStream_t stream);
+
+/// From the fused input projection y = x [Wq; Wk; W_hidden; ...] of one token per sequence (row b of y
+/// at y + b * y_stride: q at column 0, k at K, v at 2K, the gate at 2K + E):
+///   q = rot(silu(q)),  k = silu(k) / sqrt(dk),  v = silu(v),  g = silu(g);
+///   hidden_k = k, hidden_v = v (what later layers fuse);
+///   with dense fusion (k_gate non-null): k = rms_norm(k + silu(k_gate) * previous_k) * k_norm, and the
+///   same for v with v_gate, previous_v, v_norm;
+///   k = rot(k).
+/// rot turns each pair (x0, x1) of a head's dimensions d = 2i, 2i + 1 by theta = position[b] * angles[d]:
+/// (x0 cos - x1 sin, x1 cos + x0 sin), in float64 for the angle.
+struct RetentionPrepareParams {
+  const void* y;           // (B, >= 2K + 2E), row stride y_stride
+  const void* k_gate;      // (B, K) before its SiLU, or null (no fusion)
+  const void* v_gate;      // (B, E)
+  const void* previous_k;  // (B, K) the earlier layers' hidden keys (summed)
+  const void* previous_v;  // (B, E)
+  const void* k_norm;      // (K)
+  const void* v_norm;      // (E)
+  const double* angles;    // (dk) each pair's frequency, repeated for both of its dimensions
+  const int64_t* position; // (B)
+  void* q;                 // (B, K) = (B, H, dk)
+  void* k;                 // (B, K)
+  void* v;                 // (B, E) = (B, H, dv)
+  void* g;                 // (B, E)
+  void* hidden_k;          // (B, K)
+  void* hidden_v;          // (B, E)
+  int64_t batch, y_stride, key_dim, value_dim, head_qk_dim;
+  float key_scale, eps;
+  DType dtype;
+};
+cudaError_t retention_decode_prepare(const RetentionPrepareParams& p, cudaStream_t stream);
+
+/// out[b, h, :] = rms_norm(o[b, h, :]) * norm * g[b, h, :] over each head's dv values, one (b, h) per block.
+struct RetentionOutputParams {
+  const void* o;     // (B, H, dv)
+  const void* norm;  // (dv)
+  const void* g;     // (B, H * dv)
+  void* out;         // (B, H * dv)
+  int64_t batch, heads, dv;
+  float eps;
+  DType dtype;
+};
+cudaError_t retention_decode_output(const RetentionOutputParams& p, cudaStream_t stream);
+
+/// From the fused input projection y (row b at y + b * y_stride; x at column 0, C channels):
+///   hidden = x;  with dense fusion (gate non-null): x = rms_norm(x + silu(gate) * previous) * norm;
+///   out = silu(bias + sum_j weight[c, j] window[b, c, j]), window = (conv_state[b, c, :], x[b, c]);
+///   conv_state[b, c, :] = window[1:].
+struct MambaPrepareParams {
+  const void* y;            // (B, >= C), row stride y_stride
+  const void* gate;         // (B, C) before its SiLU, or null (no fusion)
+  const void* previous;     // (B, C)
+  const void* norm;         // (C)
+  void* conv_state;         // (B, C, W-1), updated in place
+  const void* conv_weight;  // (C, W)
+  const void* conv_bias;    // (C) or null
+  void* out;                // (B, C)
+  void* hidden;             // (B, C)
+  int64_t batch, y_stride, channels, width;
+  float eps;
+  DType dtype;
+};
+cudaError_t mamba_decode_prepare(const MambaPrepareParams& p, cudaStream_t stream);
+
+}  // namespace densessm::kernels

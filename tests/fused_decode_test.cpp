@@ -1,0 +1,167 @@
+// The fused decode step (CausalLMImpl::step on the kernels of kernels/decode_step.h) against the step form
+// of the LibTorch operators, and the fused input projections it relies on.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "densessm/kernels.h"
+#include "densessm/model.h"
+#include "modules/fused_rows.h"
+#include "test_helpers.h"
+
+#ifdef DENSESSM_WITH_CUDA
+#include "kernel_test_helpers.h"
+#endif
+
+namespace densessm::testing {
+namespace {
+
+TEST(FusedRows, WeightsBecomeViewsOfOneMatrixWithTheirValues) {
+  torch::manual_seed(1);
+  torch::nn::Linear a(torch::nn::LinearOptions(6, 3).bias(false)), b(torch::nn::LinearOptions(6, 5).bias(false));
+  const auto a0 = a->weight.detach().clone(), b0 = b->weight.detach().clone();
+  FusedRows fused;
+  const torch::Tensor matrix = fused.matrix({a->weight, b->weight});
+  ASSERT_EQ(matrix.sizes(), torch::IntArrayRef({8, 6}));
+  EXPECT_TRUE(torch::equal(a->weight, a0));
+  EXPECT_TRUE(torch::equal(b->weight, b0));
+  EXPECT_EQ(a->weight.data_ptr(), matrix.data_ptr());
+  EXPECT_TRUE(a->weight.requires_grad());
+  const auto x = torch::randn({4, 6});
+  EXPECT_TRUE(torch::allclose(torch::mm(x, matrix.t()), torch::cat({a(x), b(x)}, 1)));
+  // An update of a weight shows in the matrix (it is the same memory), and the same matrix comes back.
+  {
+    torch::NoGradGuard no_grad;
+    b->weight.add_(1.0);
+  }
+  const torch::Tensor& again = fused.matrix({a->weight, b->weight});
+  EXPECT_EQ(again.data_ptr(), matrix.data_ptr());
+  EXPECT_TRUE(torch::equal(again.narrow(0, 3, 5), b0 + 1.0));
+  // Moved or converted weights are separate tensors again: the matrix is rebuilt from their values.
+  a->to(torch::kDouble);
+  b->to(torch::kDouble);
+  const torch::Tensor& rebuilt = fused.matrix({a->weight, b->weight});
+  EXPECT_EQ(rebuilt.scalar_type(), torch::kDouble);
+  EXPECT_EQ(a->weight.data_ptr(), rebuilt.data_ptr());
+  EXPECT_TRUE(torch::allclose(rebuilt.narrow(0, 0, 3), a0.to(torch::kDouble)));
+}
+
+TEST(FusedDecode, IsNotTakenOffCudaOrWhereGradientsAreWanted) {
+  CausalLM model(tiny_config(Architecture::kRetNet, 1));
+  model->eval();
+  EXPECT_FALSE(model->fused_decoding());  // the CPU
+#ifdef DENSESSM_WITH_CUDA
+  if (torch::cuda::is_available()) {
+    model->to(torch::kCUDA);
+    EXPECT_TRUE(model->fused_decoding() || !kernels_enabled());
+    model->to(torch::kDouble);
+    EXPECT_FALSE(model->fused_decoding());  // float64 stays with the reference forms
+  }
+#endif
+}
+
+#ifdef DENSESSM_WITH_CUDA
+
+using FusedDecodeKernel = CudaKernelTest<41>;
+
+struct Decoded {
+  std::vector<torch::Tensor> logits;  // one (B, V) per step
+  DecodeState state;
+};
+
+Decoded decode(CausalLM& model, const DecodeState& start, const torch::Tensor& tokens) {
+  Decoded out{{}, start.clone()};
+  for (int64_t t = 0; t < tokens.size(1); ++t) out.logits.push_back(model->step(tokens.select(1, t), out.state));
+  return out;
+}
+
+void expect_states_close(const DecodeState& a, const DecodeState& b, double tolerance) {
+  EXPECT_TRUE(torch::equal(a.position.cpu(), b.position.cpu()));
+  for (size_t i = 0; i < a.layers.size(); ++i) {
+    SCOPED_TRACE("layer " + std::to_string(i));
+    for (auto [x, y] : {std::pair{a.layers[i].kv, b.layers[i].kv}, std::pair{a.layers[i].conv, b.layers[i].conv},
+                        std::pair{a.layers[i].ssm, b.layers[i].ssm}}) {
+      ASSERT_EQ(x.defined(), y.defined());
+      if (x.defined()) {
+        EXPECT_LT(relative_error(x, y), tolerance);
+      }
+    }
+  }
+}
+
+// Both families, dense over 0, 1 and 2 layers, every kernel dtype: a prefill, then decode steps with the
+// fused kernels and with the operators' step forms (kernels off) from the same state. The logits of
+// every step and the states at the end agree; no operator falls back to a reference form.
+TEST_F(FusedDecodeKernel, MatchesTheStepFormOfTheOperators) {
+  for (const Architecture architecture : {Architecture::kRetNet, Architecture::kMamba}) {
+    for (const int64_t m : {0, 1, 2}) {
+      for (const auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
+        SCOPED_TRACE(std::string(architecture == Architecture::kRetNet ? "retnet" : "mamba") + " m=" + std::to_string(m) +
+                     " " + c10::toString(dtype));
+        torch::manual_seed(5);
+        const ModelConfig config = tiny_config(architecture, m, /*layers=*/4);
+        CausalLM model(config);
+        model->to(torch::kCUDA, dtype);
+        model->eval();
+        torch::NoGradGuard no_grad;
+        const auto options = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kLong);
+        const auto prompt = torch::randint(0, config.vocab_size, {3, 9}, options);
+        const auto tokens = torch::randint(0, config.vocab_size, {3, 6}, options);
+        DecodeState start = model->initial_state(3);
+        model->forward(prompt, &start);
+        ASSERT_TRUE(model->fused_decoding());
+        const int64_t before = kernel_fallbacks();
+        const Decoded fused = decode(model, start, tokens);
+        EXPECT_EQ(kernel_fallbacks(), before) << "an operator ran its reference form";
+        set_kernels_enabled(false);
+        ASSERT_FALSE(model->fused_decoding());
+        const Decoded reference = decode(model, start, tokens);
+        set_kernels_enabled(true);
+        const double tolerance = dtype == torch::kFloat ? 1e-4 : dtype == torch::kHalf ? 1e-2 : 3e-2;
+        for (size_t t = 0; t < fused.logits.size(); ++t) {
+          ASSERT_EQ(fused.logits[t].sizes(), reference.logits[t].sizes());
+          EXPECT_LT(relative_error(fused.logits[t], reference.logits[t]), tolerance) << "step " << t;
+        }
+        expect_states_close(fused.state, reference.state, tolerance);
+      }
+    }
+  }
+}
+
+// The fused step in float32 against a float64 CPU copy of the same model: the step form there is the plain
+// reference, so the fused kernels are checked against float64 and not only against the float32 operators.
+TEST_F(FusedDecodeKernel, Float32StepsMatchTheFloat64Reference) {
+  for (const Architecture architecture : {Architecture::kRetNet, Architecture::kMamba}) {
+    SCOPED_TRACE(architecture == Architecture::kRetNet ? "retnet" : "mamba");
+    torch::manual_seed(6);
+    const ModelConfig config = tiny_config(architecture, /*m=*/2, /*layers=*/3);
+    CausalLM model(config);
+    model->eval();
+    CausalLM reference(config);
+    reference->eval();
+    {
+      torch::NoGradGuard no_grad;
+      auto from = model->parameters();
+      auto to = reference->parameters();
+      for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i]);
+    }
+    reference->to(torch::kDouble);
+    model->to(torch::kCUDA);
+    torch::NoGradGuard no_grad;
+    const auto tokens = torch::randint(0, config.vocab_size, {2, 12}, torch::kLong);
+    DecodeState state = model->initial_state(2), state64 = reference->initial_state(2);
+    for (int64_t t = 0; t < tokens.size(1); ++t) {
+      const auto fused = model->step(tokens.select(1, t).to(torch::kCUDA), state);
+      const auto exact = reference->step(tokens.select(1, t), state64);
+      EXPECT_LT(relative_error(fused, exact), 1e-5) << "step " << t;
+    }
+  }
+}
+
+#endif  // DENSESSM_WITH_CUDA
+
+}  // namespace
+}  // namespace densessm::testing
