@@ -72,7 +72,9 @@ case ${1:-} in
     # the DenseRetNet step (the longest kernels of a CUDA-graph step).
     build densessm_tests densessm-generate
     cuda_tests
-    for config in dense-retnet-1.3b retnet-1.3b dense-mamba-1.4b mamba-1.4b; do generate_bench kernels --config "configs/$config.json"; done
+    for config in ${MODELS:-dense-retnet-1.3b retnet-1.3b dense-mamba-1.4b mamba-1.4b}; do
+      generate_bench kernels --config "configs/$config.json"
+    done
     stamp "generation, kernels"
     quiet < "$OUT/generate-bench.log" | grep -vE '^\s*$' | head -60
     timeout 90 "$B/densessm-generate" --benchmark --device cuda --dtype fp16 --lengths 128 \
