@@ -1,17 +1,23 @@
 // The selective scan, forward and backward (see selective_scan.h for the formulas and layouts).
 //
 // Work split: a block takes one batch row and a run of channels; each thread owns one channel and a slice
-// of NS of its N states, held in registers, and runs the recurrence sequentially over time. The G threads
-// that share a channel (N > NS) sit in different warps, so the 32 lanes of a warp are 32 channels of the
-// same batch row with the same state slice: Bm_t and Cm_t are then one shared-memory broadcast per step.
-// Time is walked in chunks: the block stores a chunk of u, delta (with bias and softplus applied once per
-// element), Bm and Cm in shared memory, runs the chunk, and writes the chunk's outputs; the next chunk's
-// loads are issued before the current chunk's arithmetic (ChunkShare) so that their latency hides behind
-// it. The forward pass does B*C*T*N exponentials: the special-function unit bounds it at about 0.26 ms
-// for B 8, C 4096, T 2048, N 16 on an H200 (docs/kernels/selective_scan.md has the figures).
+// of NS of its N states, held in registers, and runs the recurrence sequentially over time. Time is walked
+// in chunks: the block stores a chunk of u, delta (with bias and softplus applied once per element), Bm and
+// Cm in shared memory, runs the chunk, and writes the chunk's outputs; the next chunk's loads are issued
+// before the current chunk's arithmetic so that their latency hides behind it.
+// - Forward: the G = N / 4 threads of a channel are neighbouring lanes of one warp; each also owns K / G
+//   consecutive steps of the chunk for the I/O (16-byte loads and stores where aligned), and the per-step
+//   sums Cm . h meet through a reduce-scatter of shuffles that leaves each lane its own steps' sums.
+// - Backward: the G threads that share a channel sit in different warps, so the 32 lanes of a warp are 32
+//   channels of the same batch row with the same state slice: Bm_t and Cm_t are one shared-memory
+//   broadcast per step, and per-channel sums meet in shared memory (ChunkShare for the prefetch).
+// The forward pass does B*C*T*N exponentials: the special-function unit bounds it at about 0.26 ms for
+// B 8, C 4096, T 2048, N 16 on an H200 (docs/kernels/selective_scan.md has the figures).
 #include "selective_scan.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <type_traits>
 
 #include "device_math.cuh"
 
@@ -29,14 +35,28 @@ struct Layout {
   static constexpr int kThreads = kChannels * G;
 };
 
-// Forward: 16 states per thread, chunks of 16 steps, blocks of 64 threads (B*C/64 blocks of two warps: the
-// work has one thread per channel, and more, smaller blocks keep their load phases out of step).
+// Forward: 4 states per thread and G = N / 4 threads per channel on neighbouring lanes of one warp (their
+// sums of Cm . h meet through shuffles), chunks of 16 steps, blocks of 128 threads. At N 16 that is
+// 4 B C threads, held to 64 registers so that 8 blocks (32 warps) fit on an SM: the training shape's grid
+// (B 8, C 4096) is then resident in one wave, with four times the warps of one thread per channel to hide
+// the latency of the exponentials and of the shared-memory loads.
+constexpr int kForwardStates = 4;
 constexpr int kForwardChunk = 16;
-constexpr int kForwardThreads = 64;
+constexpr int kForwardThreads = 128;
 // Backward: 4 states per thread so that a chunk of 16 steps of states fits in registers; 256 threads.
 constexpr int kBackwardStates = 4;
 constexpr int kBackwardChunk = 16;
 constexpr int kBackwardThreads = 256;
+
+// The forward's split: G threads per channel, each with kForwardStates states and, for loading and storing,
+// K / G consecutive steps of the chunk.
+template <int G>
+struct ForwardLayout {
+  static constexpr int kStates = kForwardStates * G;     // padded N
+  static constexpr int kChannels = kForwardThreads / G;  // per block
+  static constexpr int kOwnSteps = kForwardChunk / G;
+  static constexpr int kRow = 2 * kForwardChunk + 2;     // floats per channel of (delta, u) pairs: +2 spreads the banks
+};
 
 struct ThreadPlace {
   int lane, slice, local_channel;
@@ -51,7 +71,7 @@ __device__ __forceinline__ ThreadPlace place() {
 
 // One thread's share of a chunk of `kRows` rows x K steps of a (rows, steps) tensor, kept in registers as
 // loaded: the next chunk's loads are issued before the current chunk is computed and only consumed after
-// it, so their latency hides behind the arithmetic (the blocks are few: one thread per channel). A thread
+// it, so their latency hides behind the arithmetic (the blocks are few). A thread
 // always takes the same step of the chunk and every (kThreads / K)-th row, so its offsets are few and
 // 32-bit (selective_scan_forward checks that a row block of steps fits).
 template <typename T, int kRows, int K, int kThreads>
@@ -124,70 +144,216 @@ __device__ void store_states(const ScanParams& p, const Share& Bm, const Share* 
   }
 }
 
-template <typename T, int NS, int G>
-__global__ void __launch_bounds__(Layout<NS, G, kForwardThreads>::kThreads)
-scan_forward_kernel(const ScanParams p) {
-  using L = Layout<NS, G, kForwardThreads>;
-  constexpr int K = kForwardChunk, S = K + 1, NP = L::kStates, CH = L::kChannels;
-  extern __shared__ float4 shared4[];
-  float* su = reinterpret_cast<float*>(shared4);  // (CH, S) u
-  float* sd = su + CH * S;                        // (CH, S) effective delta
-  float* sz = sd + CH * S;                        // (CH, S) z
-  float* sy = sz + CH * S;                        // (CH, S) Cm . h, summed over the slices
-  float* sb = sy + CH * S;                        // (K, NP) Bm
-  float* sc = sb + K * NP;                        // (K, NP) Cm
+// The raw bits of one element of a storage type (16-bit types in the low half) as float, and back.
+template <typename T>
+__device__ __forceinline__ float float_of_bits(unsigned bits) {
+  if constexpr (std::is_same_v<T, float>) {
+    return __uint_as_float(bits);
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
+  } else {
+    return __bfloat162float(__ushort_as_bfloat16(static_cast<unsigned short>(bits)));
+  }
+}
+template <typename T>
+__device__ __forceinline__ unsigned bits_of_float(float v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return __float_as_uint(v);
+  } else if constexpr (std::is_same_v<T, __half>) {
+    return __half_as_ushort(__float2half_rn(v));
+  } else {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  }
+}
 
-  const ThreadPlace at = place<G>();
-  const int64_t b = blockIdx.y, c0 = static_cast<int64_t>(blockIdx.x) * CH, c = c0 + at.local_channel;
+// K consecutive elements of one row, kept as raw 32-bit words (16-bit types two to a word): a thread's own
+// steps of a chunk. Moved with one access of up to 16 bytes per 16 bytes when the run is whole and its
+// address aligned (row lengths that are a multiple of K, as in training), element by element otherwise.
+template <typename T, int K>
+struct Run {
+  static constexpr int kBytes = K * static_cast<int>(sizeof(T));
+  static constexpr int kWords = (kBytes + 3) / 4;
+  static constexpr int kPerWord = 4 / static_cast<int>(sizeof(T));
+  unsigned w[kWords];
+
+  __device__ static bool vector(const T* at, int count) {
+    constexpr int kAlign = kBytes < 16 ? kBytes : 16;
+    return kBytes >= 4 && count == K && reinterpret_cast<uintptr_t>(at) % kAlign == 0;
+  }
+  /// Elements [0, count) from `at`, zeros after.
+  __device__ void load(const T* at, int count) {
+    if (vector(at, count)) {
+      if constexpr (kBytes % 16 == 0) {
+#pragma unroll
+        for (int i = 0; i < kBytes / 16; ++i) {
+          const uint4 q = __ldg(reinterpret_cast<const uint4*>(at) + i);
+          w[4 * i] = q.x, w[4 * i + 1] = q.y, w[4 * i + 2] = q.z, w[4 * i + 3] = q.w;
+        }
+      } else if constexpr (kBytes == 8) {
+        const uint2 q = __ldg(reinterpret_cast<const uint2*>(at));
+        w[0] = q.x, w[1] = q.y;
+      } else if constexpr (kBytes == 4) {
+        w[0] = __ldg(reinterpret_cast<const unsigned*>(at));
+      }
+      return;
+    }
+#pragma unroll
+    for (int i = 0; i < kWords; ++i) w[i] = 0;
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+      if (j >= count) continue;
+      unsigned bits;
+      if constexpr (sizeof(T) == 4) {
+        bits = __ldg(reinterpret_cast<const unsigned*>(at) + j);
+      } else {
+        bits = __ldg(reinterpret_cast<const unsigned short*>(at) + j);
+      }
+      w[j / kPerWord] |= bits << (16 * (j % kPerWord));
+    }
+  }
+  __device__ float get(int j) const { return float_of_bits<T>(w[j / kPerWord] >> (16 * (j % kPerWord))); }
+  /// Writes v[0, count) to `at`.
+  __device__ static void store(T* at, const float (&v)[K], int count) {
+    if (vector(at, count)) {
+      unsigned words[kWords] = {};
+#pragma unroll
+      for (int j = 0; j < K; ++j) words[j / kPerWord] |= bits_of_float<T>(v[j]) << (16 * (j % kPerWord));
+      if constexpr (kBytes % 16 == 0) {
+#pragma unroll
+        for (int i = 0; i < kBytes / 16; ++i) {
+          reinterpret_cast<uint4*>(at)[i] = make_uint4(words[4 * i], words[4 * i + 1], words[4 * i + 2], words[4 * i + 3]);
+        }
+      } else if constexpr (kBytes == 8) {
+        *reinterpret_cast<uint2*>(at) = make_uint2(words[0], words[1]);
+      } else if constexpr (kBytes == 4) {
+        *reinterpret_cast<unsigned*>(at) = words[0];
+      }
+      return;
+    }
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+      if (j < count) at[j] = from_float<T>(v[j]);
+    }
+  }
+};
+
+// Sums v[] over the G neighbouring lanes of a channel (G a power of two up to K), scattering the sums: lane
+// `slice` of the channel ends with the sums of steps [slice K / G, (slice + 1) K / G) in v[0, K / G).
+// Round r halves the values a lane holds: it keeps one half of its steps (the upper one when bit
+// G >> (r + 1) of its slice is set), adds the partner's same half and sends its other half. K - K / G
+// shuffles. Round 0 only pairs v[i] with v[i + K / 2], so it can run pair by pair as the steps come
+// (exchange_steps), which keeps fewer values live.
+template <int G, int K>
+struct StepSums {
+  static constexpr int kRounds = G >= 16 ? 4 : G >= 8 ? 3 : G >= 4 ? 2 : G >= 2 ? 1 : 0;
+  static_assert(1 << kRounds == G && G <= K, "G is a power of two up to K");
+
+  /// Round r's exchange of pair i.
+  __device__ static void exchange(float (&v)[K], int r, int i, int slice) {
+    const int offset = G >> (r + 1), half = K >> (r + 1);
+    const bool upper = slice & offset;
+    const float keep = upper ? v[i + half] : v[i];
+    const float send = upper ? v[i] : v[i + half];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, offset);
+  }
+  /// Rounds [first, kRounds).
+  __device__ static void rounds(float (&v)[K], int first, int slice) {
+#pragma unroll
+    for (int r = 0; r < kRounds; ++r) {
+      if (r < first) continue;
+#pragma unroll
+      for (int i = 0; i < K / 2; ++i) {
+        if (i < K >> (r + 1)) exchange(v, r, i, slice);
+      }
+    }
+  }
+};
+
+// 64 registers (8 blocks per SM) where N 16 needs it and N 32 spills little; N 64 keeps its Bm, Cm prefetch
+// in registers at 4 blocks per SM.
+template <typename T, int G>
+__global__ void __launch_bounds__(kForwardThreads, G == 4 || G == 8 ? 8 : 4)
+scan_forward_kernel(const ScanParams p) {
+  using L = ForwardLayout<G>;
+  constexpr int NS = kForwardStates, K = kForwardChunk, KG = L::kOwnSteps, NP = L::kStates, CH = L::kChannels;
+  // Two of each, by chunk parity: a buffer is rewritten two chunks after it was read, with the barrier of
+  // the chunk in between, so one barrier per chunk suffices.
+  __shared__ __align__(16) float s_pairs[2][CH * L::kRow];  // (CH, K) pairs (effective delta, u)
+  __shared__ __align__(16) float s_B[2][K * NP];            // (K, NP) Bm
+  __shared__ __align__(16) float s_C[2][K * NP];            // (K, NP) Cm
+
+  const int slice = static_cast<int>(threadIdx.x) % G, local_channel = static_cast<int>(threadIdx.x) / G;
+  const int64_t b = blockIdx.y, c0 = static_cast<int64_t>(blockIdx.x) * CH, c = c0 + local_channel;
   const int64_t C = p.channels, steps = p.length, N = p.state_size;
   const bool active = c < C;
   float A2[NS], h[NS];  // A in log2 units; the state slice
 #pragma unroll
   for (int n = 0; n < NS; ++n) {
-    const int64_t state = at.slice * NS + n;
+    const int64_t state = slice * NS + n;
     const bool valid = active && state < N;
     A2[n] = valid ? p.A[c * N + state] * kLog2e : 0.0f;
     h[n] = valid && p.initial_state ? p.initial_state[(b * C + c) * N + state] : 0.0f;
   }
-  const T* u = static_cast<const T*>(p.u) + b * C * steps;
-  const T* delta = static_cast<const T*>(p.delta) + b * C * steps;
-  const T* z = p.z ? static_cast<const T*>(p.z) + b * C * steps : nullptr;
-  const T* Bm = static_cast<const T*>(p.Bm) + b * N * steps;
-  const T* Cm = static_cast<const T*>(p.Cm) + b * N * steps;
-  T* out = static_cast<T*>(p.out);
+  const float D = active && p.D ? p.D[c] : 0.0f;
+  const float bias = active && p.delta_bias ? p.delta_bias[c] : 0.0f;
+  const int64_t row = active ? (b * C + c) * steps : 0;  // the channel's row of u, delta, z and out
+  const int length = static_cast<int>(steps);              // valid() bounds it
+  // The thread's own steps of the chunk at t0, for loading u, delta, z and storing out: t0 + slice KG + [0, own).
+  const int own_end = active ? length - slice * KG : 0;
+  auto own = [&](int t0) {
+    const int left = own_end - t0;
+    return left > 0 ? (left < KG ? left : KG) : 0;
+  };
 
-  ChunkShare<T, CH, K, L::kThreads> next_u, next_delta, next_z;
-  ChunkShare<T, NP, K, L::kThreads> next_B, next_C;
-  auto prefetch = [&](int64_t t0) {
-    next_u.load(u + c0 * steps + t0, steps, C - c0, steps - t0);
-    next_delta.load(delta + c0 * steps + t0, steps, C - c0, steps - t0);
-    if (z) next_z.load(z + c0 * steps + t0, steps, C - c0, steps - t0);
-    next_B.load(Bm + t0, steps, N, steps - t0);
-    next_C.load(Cm + t0, steps, N, steps - t0);
+  Run<T, KG> u_run, delta_run, z_run;
+  ChunkShare<T, NP, K, kForwardThreads> next_B, next_C;
+  auto prefetch = [&](int t0) {
+    const int64_t at = row + t0 + slice * KG;
+    u_run.load(static_cast<const T*>(p.u) + at, own(t0));
+    delta_run.load(static_cast<const T*>(p.delta) + at, own(t0));
+    const int64_t corner = b * N * steps + t0;  // (b, 0, t0) of Bm and Cm
+    next_B.load(static_cast<const T*>(p.Bm) + corner, steps, N, steps - t0);
+    next_C.load(static_cast<const T*>(p.Cm) + corner, steps, N, steps - t0);
+  };
+  // z is only needed by the chunk's epilogue: loaded after the previous epilogue.
+  auto prefetch_z = [&](int t0) {
+    if (p.z) z_run.load(static_cast<const T*>(p.z) + row + t0 + slice * KG, own(t0));
   };
   prefetch(0);
-  for (int64_t t0 = 0; t0 < steps; t0 += K) {
-    __syncthreads();  // the previous chunk's epilogue is done with the shared rows
-    store_channels(p, next_u, next_delta, c0, t0, S, su, sd, nullptr);
+  prefetch_z(0);
+  int parity = 0;
+  for (int t0 = 0; t0 < length; t0 += K, parity ^= 1) {
+    const float* sb = s_B[parity];
+    const float* sc = s_C[parity];
+    store_states(p, next_B, &next_C, t0, NP, s_B[parity], s_C[parity]);
+    // Bias and softplus once per element, by the element's owner; zeros past the end (decay 1, input 0).
+    const int count = own(t0);
+    float2* own_pairs = reinterpret_cast<float2*>(s_pairs[parity] + local_channel * L::kRow) + slice * KG;
 #pragma unroll
-    for (int j = 0; j < decltype(next_z)::kPer; ++j) {
-      const int cc = decltype(next_z)::row(j), tt = decltype(next_z)::step();
-      if (cc < CH) sz[cc * S + tt] = z ? next_z.get(j, C - c0, steps - t0) : 0.0f;
-    }
-    store_states(p, next_B, &next_C, t0, NP, sb, sc);
-    if (G > 1) {
-      for (int i = threadIdx.x; i < CH * S; i += blockDim.x) sy[i] = 0.0f;
+    for (int j = 0; j < KG; ++j) {
+      float dv = 0.0f, uv = 0.0f;
+      if (j < count) {
+        const float raw = delta_run.get(j) + bias;
+        dv = p.delta_softplus ? softplus(raw) : raw;
+        uv = u_run.get(j);
+      }
+      own_pairs[j] = make_float2(dv, uv);
     }
     __syncthreads();
-    if (t0 + K < steps) prefetch(t0 + K);
-    const float* row_u = su + at.local_channel * S;
-    const float* row_d = sd + at.local_channel * S;
-#pragma unroll 2
+    if (t0 + K < length) prefetch(t0 + K);
+
+    // The recurrence over the chunk. The decays do not depend on the state, so with the steps unrolled the
+    // exponentials of later steps are issued while earlier steps' updates wait.
+    const float2* pairs = reinterpret_cast<const float2*>(s_pairs[parity] + local_channel * L::kRow);
+    using Sums = StepSums<G, K>;
+    float y[K];  // Cm_t . h_t over the thread's states, then summed over the channel's lanes
+#pragma unroll
     for (int tt = 0; tt < K; ++tt) {
-      const float dt = row_d[tt], du = dt * row_u[tt];
-      const float4* bq = reinterpret_cast<const float4*>(sb + tt * NP + at.slice * NS);
-      const float4* cq = reinterpret_cast<const float4*>(sc + tt * NP + at.slice * NS);
-      float ys[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // four partial sums: no chain of NS dependent adds
+      const float2 pair = pairs[tt];
+      const float dt = pair.x, du = dt * pair.y;
+      const float4* bq = reinterpret_cast<const float4*>(sb + tt * NP + slice * NS);
+      const float4* cq = reinterpret_cast<const float4*>(sc + tt * NP + slice * NS);
+      float acc = 0.0f;
 #pragma unroll
       for (int q = 0; q < NS / 4; ++q) {
         const float4 bv = bq[q], cv = cq[q];
@@ -196,30 +362,28 @@ scan_forward_kernel(const ScanParams p) {
         for (int j = 0; j < 4; ++j) {
           const int n = 4 * q + j;
           h[n] = fast_exp2(dt * A2[n]) * h[n] + du * bs[j];
-          ys[j] += cs[j] * h[n];
+          acc += cs[j] * h[n];
         }
       }
-      const float y = (ys[0] + ys[1]) + (ys[2] + ys[3]);
-      if (G == 1) {
-        sy[at.local_channel * S + tt] = y;
-      } else {
-        atomicAdd(sy + at.local_channel * S + tt, y);
-      }
+      y[tt] = acc;
+      if (G > 1 && tt >= K / 2) Sums::exchange(y, 0, tt - K / 2, slice);
     }
-    __syncthreads();
-    for (int i = threadIdx.x; i < CH * K; i += blockDim.x) {
-      const int cc = i / K, tt = i % K;
-      const int64_t cg = c0 + cc, t = t0 + tt;
-      if (cg >= C || t >= steps) continue;
-      float y = sy[cc * S + tt] + (p.D ? p.D[cg] * su[cc * S + tt] : 0.0f);
-      if (z) y *= silu(sz[cc * S + tt]);
-      out[(b * C + cg) * steps + t] = from_float<T>(y);
+    Sums::rounds(y, 1, slice);
+
+    // The thread's own steps: y = (Cm . h + D u) silu(z).
+    float out[KG];
+#pragma unroll
+    for (int j = 0; j < KG; ++j) {
+      out[j] = y[j] + D * own_pairs[j].y;
+      if (p.z) out[j] *= silu(z_run.get(j));
     }
+    Run<T, KG>::store(static_cast<T*>(p.out) + row + t0 + slice * KG, out, count);
+    if (t0 + K < length) prefetch_z(t0 + K);
   }
   if (p.final_state && active) {
 #pragma unroll
     for (int n = 0; n < NS; ++n) {
-      const int64_t state = at.slice * NS + n;
+      const int64_t state = slice * NS + n;
       if (state < N) p.final_state[(b * C + c) * N + state] = h[n];
     }
   }
@@ -506,14 +670,18 @@ scan_backward_kernel(const ScanBackwardParams q) {
   }
 }
 
-template <typename T, int NS, int G>
+template <typename T, int G>
 cudaError_t launch_forward(const ScanParams& p, cudaStream_t stream) {
-  using L = Layout<NS, G, kForwardThreads>;
-  const int shared = static_cast<int>(sizeof(float)) * (4 * L::kChannels * (kForwardChunk + 1) + 2 * kForwardChunk * L::kStates);
-  auto kernel = scan_forward_kernel<T, NS, G>;
-  if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared)) return e;
+  using L = ForwardLayout<G>;
+  auto kernel = scan_forward_kernel<T, G>;
+  // Shared memory before L1: 8 blocks of 12.8 KB (N 16) need the larger carveouts, and the kernel's
+  // global reads are streamed once.
+  if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                           cudaSharedmemCarveoutMaxShared)) {
+    return e;
+  }
   const dim3 grid(static_cast<unsigned>((p.channels + L::kChannels - 1) / L::kChannels), static_cast<unsigned>(p.batch));
-  kernel<<<grid, L::kThreads, shared, stream>>>(p);
+  kernel<<<grid, kForwardThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
@@ -550,11 +718,11 @@ cudaError_t selective_scan_forward(const ScanParams& p, cudaStream_t stream) {
   cudaError_t status = cudaSuccess;
   with_storage_type(p.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (p.state_size <= 4) status = launch_forward<T, 4, 1>(p, stream);
-    else if (p.state_size <= 8) status = launch_forward<T, 8, 1>(p, stream);
-    else if (p.state_size <= 16) status = launch_forward<T, 16, 1>(p, stream);
-    else if (p.state_size <= 32) status = launch_forward<T, 16, 2>(p, stream);
-    else status = launch_forward<T, 16, 4>(p, stream);
+    if (p.state_size <= 4) status = launch_forward<T, 1>(p, stream);
+    else if (p.state_size <= 8) status = launch_forward<T, 2>(p, stream);
+    else if (p.state_size <= 16) status = launch_forward<T, 4>(p, stream);
+    else if (p.state_size <= 32) status = launch_forward<T, 8>(p, stream);
+    else status = launch_forward<T, 16>(p, stream);
   });
   return status;
 }
