@@ -5,10 +5,16 @@
 namespace densessm::kernels {
 namespace {
 
-// One block per row (per (row, part) in the retention prepare): a decode step has a handful of rows
-// of a few thousand elements, so every row gets its own block and every reduction stays in the block.
+// A decode step has a handful of rows of a few thousand elements: the kernels are bound by the latency of
+// their loads, not by bandwidth. So every thread issues the loads of several elements before it uses any
+// (kPer in a row-wide pass, kOut in an output pass), and the long rows (the retention values, the Mamba
+// channels) are split over several blocks, each of which computes the row's sum of squares itself (the
+// row is read again from L2) and writes its slice of kThreads * kOut elements.
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
+constexpr int kPer = 8;
+constexpr int kOut = 2;
+constexpr int64_t kSlice = int64_t{kThreads} * kOut;
 
 /// The sum of v over the block (every thread gets it). `shared` holds kWarps floats; the call ends
 /// with a barrier, so the next call may reuse them.
@@ -23,9 +29,22 @@ __device__ float block_sum(float v, float* shared) {
   return total;
 }
 
-/// 1 / sqrt(mean of squares + eps) from a block's partial sums of squares over n elements.
-__device__ float inverse_rms(float partial_squares, int64_t n, float eps, float* shared) {
-  return rsqrtf(block_sum(partial_squares, shared) / static_cast<float>(n) + eps);
+/// 1 / sqrt(mean(f(c)^2 for c < n) + eps) over the block. Nothing is stored in the pass, so the unrolled
+/// loop's loads are all issued before the first use.
+template <typename F>
+__device__ float inverse_rms(F f, int64_t n, float eps, float* shared) {
+  float squares = 0.0f;
+  for (int64_t base = threadIdx.x; base < n; base += int64_t{kThreads} * kPer) {
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int64_t c = base + int64_t{u} * kThreads;
+      if (c < n) {
+        const float v = f(c);
+        squares += v * v;
+      }
+    }
+  }
+  return rsqrtf(block_sum(squares, shared) / static_cast<float>(n) + eps);
 }
 
 template <typename T>
@@ -41,21 +60,26 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) rms_norm_kernel(RmsNormParams p) {
   __shared__ float shared[kWarps];
   const T* x = static_cast<const T*>(p.x) + blockIdx.x * p.x_stride;
-  float squares = 0.0f;
-  for (int64_t i = threadIdx.x; i < p.dim; i += kThreads) {
-    const float v = to_float(x[i]);
-    squares += v * v;
-  }
-  const float r = inverse_rms(squares, p.dim, p.eps, shared);
+  const float r = inverse_rms([&](int64_t i) { return to_float(x[i]); }, p.dim, p.eps, shared);
   T* out = static_cast<T*>(p.out) + blockIdx.x * p.dim;
-  for (int64_t i = threadIdx.x; i < p.dim; i += kThreads) {
-    out[i] = from_float<T>(to_float(x[i]) * r * load<T>(p.weight, i));
+  for (int64_t base = threadIdx.x; base < p.dim; base += int64_t{kThreads} * kPer) {
+    float v[kPer], w[kPer];
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int64_t i = base + int64_t{u} * kThreads;
+      v[u] = i < p.dim ? to_float(x[i]) : 0.0f;
+      w[u] = i < p.dim ? load<T>(p.weight, i) : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int64_t i = base + int64_t{u} * kThreads;
+      if (i < p.dim) out[i] = from_float<T>(v[u] * r * w[u]);
+    }
   }
 }
 
-// Block (b, 0): queries and keys of row b; block (b, 1): values and the gate. The fused (pre-norm) value
-// of an element is computed twice, once for the sum of squares and once for the output, instead of being
-// kept: it is a few loads and a SiLU, and nothing limits the sizes.
+// Block (b, 0): the queries and keys of row b (their pairs, kOut per thread at a time); block (b, 1 + s):
+// slice s of the values and the gate.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) retention_prepare_kernel(RetentionPrepareParams p) {
   __shared__ float shared[kWarps];
@@ -65,62 +89,95 @@ __global__ void __launch_bounds__(kThreads) retention_prepare_kernel(RetentionPr
   if (blockIdx.y == 0) {
     const T* yk = y + K;
     const int64_t row = b * K;
-    auto key = [&](int64_t c) { return silu(to_float(yk[c])) * p.key_scale; };
-    auto fused_key = [&](int64_t c) {
-      return key(c) + silu(load<T>(p.k_gate, row + c)) * load<T>(p.previous_k, row + c);
-    };
-    float r = 1.0f;
-    if (fuse) {
-      float squares = 0.0f;
-      for (int64_t c = threadIdx.x; c < K; c += kThreads) {
-        const float f = fused_key(c);
-        squares += f * f;
-      }
-      r = inverse_rms(squares, K, p.eps, shared);
-    }
+    const T* gate = fuse ? static_cast<const T*>(p.k_gate) + row : nullptr;
+    const T* earlier = fuse ? static_cast<const T*>(p.previous_k) + row : nullptr;
+    const T* norm = static_cast<const T*>(p.k_norm);
+    const float r = fuse ? inverse_rms(
+                               [&](int64_t c) {
+                                 return silu(to_float(yk[c])) * p.key_scale +
+                                        silu(to_float(gate[c])) * to_float(earlier[c]);
+                               },
+                               K, p.eps, shared)
+                         : 1.0f;
     const double position = static_cast<double>(p.position[b]);
-    for (int64_t pair = threadIdx.x; pair < K / 2; pair += kThreads) {
-      const int64_t c = 2 * pair;
-      double sin_theta, cos_theta;
-      sincos(position * p.angles[c % p.head_qk_dim], &sin_theta, &cos_theta);
-      const float sn = static_cast<float>(sin_theta), cs = static_cast<float>(cos_theta);
-      store<T>(p.hidden_k, row + c, key(c));
-      store<T>(p.hidden_k, row + c + 1, key(c + 1));
-      float k0, k1;
-      if (fuse) {
-        k0 = fused_key(c) * r * load<T>(p.k_norm, c);
-        k1 = fused_key(c + 1) * r * load<T>(p.k_norm, c + 1);
-      } else {
-        k0 = key(c);
-        k1 = key(c + 1);
+    for (int64_t base = threadIdx.x; base < K / 2; base += int64_t{kThreads} * kOut) {
+      // Loads first: q, k, and the fusion's gate, earlier key and norm weight of both elements of each pair.
+      float q[kOut][2], k[kOut][2], g[kOut][2], e[kOut][2], w[kOut][2];
+      double angle[kOut];
+#pragma unroll
+      for (int u = 0; u < kOut; ++u) {
+        const int64_t pair = base + int64_t{u} * kThreads;
+        if (pair >= K / 2) continue;
+        const int64_t c = 2 * pair;
+        angle[u] = p.angles[c % p.head_qk_dim];
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          q[u][j] = to_float(y[c + j]);
+          k[u][j] = to_float(yk[c + j]);
+          if (fuse) {
+            g[u][j] = to_float(gate[c + j]);
+            e[u][j] = to_float(earlier[c + j]);
+            w[u][j] = to_float(norm[c + j]);
+          }
+        }
       }
-      const float q0 = silu(to_float(y[c])), q1 = silu(to_float(y[c + 1]));
-      store<T>(p.q, row + c, q0 * cs - q1 * sn);
-      store<T>(p.q, row + c + 1, q1 * cs + q0 * sn);
-      store<T>(p.k, row + c, k0 * cs - k1 * sn);
-      store<T>(p.k, row + c + 1, k1 * cs + k0 * sn);
+#pragma unroll
+      for (int u = 0; u < kOut; ++u) {
+        const int64_t pair = base + int64_t{u} * kThreads;
+        if (pair >= K / 2) continue;
+        const int64_t c = 2 * pair;
+        double sin_theta, cos_theta;
+        sincos(position * angle[u], &sin_theta, &cos_theta);
+        const float sn = static_cast<float>(sin_theta), cs = static_cast<float>(cos_theta);
+        float kk[2], qq[2];
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const float key = silu(k[u][j]) * p.key_scale;
+          store<T>(p.hidden_k, row + c + j, key);
+          kk[j] = fuse ? (key + silu(g[u][j]) * e[u][j]) * r * w[u][j] : key;
+          qq[j] = silu(q[u][j]);
+        }
+        store<T>(p.q, row + c, qq[0] * cs - qq[1] * sn);
+        store<T>(p.q, row + c + 1, qq[1] * cs + qq[0] * sn);
+        store<T>(p.k, row + c, kk[0] * cs - kk[1] * sn);
+        store<T>(p.k, row + c + 1, kk[1] * cs + kk[0] * sn);
+      }
     }
   } else {
     const T* yv = y + 2 * K;
     const T* yg = yv + E;
     const int64_t row = b * E;
-    auto fused_value = [&](int64_t c) {
-      return silu(to_float(yv[c])) + silu(load<T>(p.v_gate, row + c)) * load<T>(p.previous_v, row + c);
-    };
-    float r = 1.0f;
-    if (fuse) {
-      float squares = 0.0f;
-      for (int64_t c = threadIdx.x; c < E; c += kThreads) {
-        const float f = fused_value(c);
-        squares += f * f;
+    const T* gate = fuse ? static_cast<const T*>(p.v_gate) + row : nullptr;
+    const T* earlier = fuse ? static_cast<const T*>(p.previous_v) + row : nullptr;
+    const T* norm = static_cast<const T*>(p.v_norm);
+    const float r = fuse ? inverse_rms(
+                               [&](int64_t c) {
+                                 return silu(to_float(yv[c])) + silu(to_float(gate[c])) * to_float(earlier[c]);
+                               },
+                               E, p.eps, shared)
+                         : 1.0f;
+    const int64_t first = (blockIdx.y - 1) * kSlice;
+    float v[kOut], og[kOut], g[kOut], e[kOut], w[kOut];
+#pragma unroll
+    for (int u = 0; u < kOut; ++u) {
+      const int64_t c = first + threadIdx.x + int64_t{u} * kThreads;
+      if (c >= E) continue;
+      v[u] = to_float(yv[c]);
+      og[u] = to_float(yg[c]);
+      if (fuse) {
+        g[u] = to_float(gate[c]);
+        e[u] = to_float(earlier[c]);
+        w[u] = to_float(norm[c]);
       }
-      r = inverse_rms(squares, E, p.eps, shared);
     }
-    for (int64_t c = threadIdx.x; c < E; c += kThreads) {
-      const float v = silu(to_float(yv[c]));
-      store<T>(p.hidden_v, row + c, v);
-      store<T>(p.v, row + c, fuse ? fused_value(c) * r * load<T>(p.v_norm, c) : v);
-      store<T>(p.g, row + c, silu(to_float(yg[c])));
+#pragma unroll
+    for (int u = 0; u < kOut; ++u) {
+      const int64_t c = first + threadIdx.x + int64_t{u} * kThreads;
+      if (c >= E) continue;
+      const float value = silu(v[u]);
+      store<T>(p.hidden_v, row + c, value);
+      store<T>(p.v, row + c, fuse ? (value + silu(g[u]) * e[u]) * r * w[u] : value);
+      store<T>(p.g, row + c, silu(og[u]));
     }
   }
 }
@@ -129,37 +186,49 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) retention_output_kernel(RetentionOutputParams p) {
   __shared__ float shared[kWarps];
   const int64_t offset = static_cast<int64_t>(blockIdx.x) * p.dv;  // (b, h): o and g share the layout
-  float squares = 0.0f;
-  for (int64_t c = threadIdx.x; c < p.dv; c += kThreads) {
-    const float v = load<T>(p.o, offset + c);
-    squares += v * v;
-  }
-  const float r = inverse_rms(squares, p.dv, p.eps, shared);
-  for (int64_t c = threadIdx.x; c < p.dv; c += kThreads) {
-    store<T>(p.out, offset + c, load<T>(p.o, offset + c) * r * load<T>(p.norm, c) * load<T>(p.g, offset + c));
+  const T* o = static_cast<const T*>(p.o) + offset;
+  const float r = inverse_rms([&](int64_t c) { return to_float(o[c]); }, p.dv, p.eps, shared);
+  for (int64_t base = threadIdx.x; base < p.dv; base += int64_t{kThreads} * kOut) {
+    float v[kOut], w[kOut], g[kOut];
+#pragma unroll
+    for (int u = 0; u < kOut; ++u) {
+      const int64_t c = base + int64_t{u} * kThreads;
+      if (c >= p.dv) continue;
+      v[u] = to_float(o[c]);
+      w[u] = load<T>(p.norm, c);
+      g[u] = load<T>(p.g, offset + c);
+    }
+#pragma unroll
+    for (int u = 0; u < kOut; ++u) {
+      const int64_t c = base + int64_t{u} * kThreads;
+      if (c < p.dv) store<T>(p.out, offset + c, v[u] * r * w[u] * g[u]);
+    }
   }
 }
 
+// Block (b, s): slice s of row b's channels.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) mamba_prepare_kernel(MambaPrepareParams p) {
   __shared__ float shared[kWarps];
   const int64_t b = blockIdx.x, C = p.channels, row = b * C, past = p.width - 1;
   const T* x = static_cast<const T*>(p.y) + b * p.y_stride;
   const bool fuse = p.gate != nullptr;
-  auto fused = [&](int64_t c) { return to_float(x[c]) + silu(load<T>(p.gate, row + c)) * load<T>(p.previous, row + c); };
-  float r = 1.0f;
-  if (fuse) {
-    float squares = 0.0f;
-    for (int64_t c = threadIdx.x; c < C; c += kThreads) {
-      const float f = fused(c);
-      squares += f * f;
-    }
-    r = inverse_rms(squares, C, p.eps, shared);
-  }
-  for (int64_t c = threadIdx.x; c < C; c += kThreads) {
-    static_cast<T*>(p.hidden)[row + c] = x[c];
+  const T* gate = fuse ? static_cast<const T*>(p.gate) + row : nullptr;
+  const T* earlier = fuse ? static_cast<const T*>(p.previous) + row : nullptr;
+  const float r =
+      fuse ? inverse_rms([&](int64_t c) { return to_float(x[c]) + silu(to_float(gate[c])) * to_float(earlier[c]); }, C,
+                         p.eps, shared)
+           : 1.0f;
+  const int64_t first = blockIdx.y * kSlice;
+  for (int u = 0; u < kOut; ++u) {
+    const int64_t c = first + threadIdx.x + int64_t{u} * kThreads;
+    if (c >= C) break;
+    const T xc = x[c];
+    static_cast<T*>(p.hidden)[row + c] = xc;
     // The convolution sees (and keeps) the fused input in the storage dtype, as the step form does.
-    const T input = fuse ? from_float<T>(fused(c) * r * load<T>(p.norm, c)) : x[c];
+    const T input = fuse ? from_float<T>((to_float(xc) + silu(to_float(gate[c])) * to_float(earlier[c])) * r *
+                                         load<T>(p.norm, c))
+                         : xc;
     T* state = static_cast<T*>(p.conv_state) + (row + c) * past;
     const T* weight = static_cast<const T*>(p.conv_weight) + c * p.width;
     float acc = p.conv_bias ? load<T>(p.conv_bias, c) : 0.0f;
@@ -183,7 +252,7 @@ cudaError_t rms_norm_rows(const RmsNormParams& p, cudaStream_t stream) {
 
 cudaError_t retention_decode_prepare(const RetentionPrepareParams& p, cudaStream_t stream) {
   if (p.batch == 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned>(p.batch), 2);
+  const dim3 grid(static_cast<unsigned>(p.batch), static_cast<unsigned>(1 + (p.value_dim + kSlice - 1) / kSlice));
   with_storage_type(p.dtype, [&](auto t) { retention_prepare_kernel<decltype(t)><<<grid, kThreads, 0, stream>>>(p); });
   return cudaGetLastError();
 }
@@ -199,7 +268,8 @@ cudaError_t retention_decode_output(const RetentionOutputParams& p, cudaStream_t
 cudaError_t mamba_decode_prepare(const MambaPrepareParams& p, cudaStream_t stream) {
   if (p.batch == 0) return cudaSuccess;
   with_storage_type(p.dtype, [&](auto t) {
-    mamba_prepare_kernel<decltype(t)><<<static_cast<unsigned>(p.batch), kThreads, 0, stream>>>(p);
+    const dim3 grid(static_cast<unsigned>(p.batch), static_cast<unsigned>((p.channels + kSlice - 1) / kSlice));
+    mamba_prepare_kernel<decltype(t)><<<grid, kThreads, 0, stream>>>(p);
   });
   return cudaGetLastError();
 }
