@@ -1,6 +1,7 @@
 #include "chunk_retention.h"
 
 #include <cmath>
+#include <cstring>
 #include <type_traits>
 
 #include "device_math.cuh"
@@ -10,11 +11,14 @@ namespace {
 
 constexpr int kChunk = static_cast<int>(kRetentionChunk);  // tokens per chunk
 constexpr int kTile = 64;    // a block's tile of state rows/columns or of output columns
-constexpr int kDepth = 32;   // width of one staged slice of a long reduction (dk or dv)
+constexpr int kDepth = 64;   // width of one staged slice of a long reduction (dk or dv)
 constexpr int kPad = 8;      // shared-memory row padding: fragment loads of 8 rows hit distinct banks
+constexpr int kLd = kTile + kPad;      // row stride of every staged (64 x 64) slice
+constexpr int kSlice = kChunk * kLd;   // elements of one staged slice
 constexpr int kWarps = 4;    // each warp owns 16 rows of the block's 64-row tile
 constexpr int kThreads = kWarps * 32;
-static_assert(kChunk == kTile && kTile == 16 * kWarps, "the warps' rows must cover a chunk and a tile");
+static_assert(kChunk == kTile && kTile == kDepth && kTile == 16 * kWarps,
+              "the warps' rows must cover a chunk and a tile, and every staged slice is (64 x 64)");
 
 // A warp's 16 x 64 float32 accumulator in the register layout of mma.m16n8k16: for n = 0..7 and
 // e = 0..3, v[n][e] is element (row(e), 8n + 2 (lane % 4) + e % 2) with row(e) = lane / 4 + 8 (e / 2).
@@ -37,7 +41,54 @@ struct Accumulator {
   __device__ static int col(int n, int e) { return 8 * n + 2 * (threadIdx.x & 3) + (e & 1); }
 };
 
+// Writes value(r, v) for each element v of the accumulator at (r, c) of the warp's tile to dst[r * ld + c],
+// the rows r < rows and columns c < cols that exist; adjacent columns as one store when ld is even (the
+// callers' dst then lies at an even offset in its allocation, a sum of multiples of ld and 64).
+template <typename T, typename F>
+__device__ __forceinline__ void store_tile(T* dst, int64_t ld, int64_t rows, int64_t cols, const Accumulator& acc,
+                                           F value) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = Accumulator::row(2 * h), c = Accumulator::col(n, 0);
+      if (r >= rows || c >= cols) continue;
+      T* at = dst + r * ld + c;
+      const T v0 = from_float<T>(value(r, acc.v[n][2 * h])), v1 = from_float<T>(value(r, acc.v[n][2 * h + 1]));
+      if (ld % 2 == 0) {
+        struct alignas(2 * sizeof(T)) Pair {
+          T x, y;
+        };
+        *reinterpret_cast<Pair*>(at) = Pair{v0, v1};  // c is even, so c + 1 < cols too
+      } else {
+        at[0] = v0;
+        if (c + 1 < cols) at[1] = v1;
+      }
+    }
+}
+
 __device__ __forceinline__ uint32_t pair(const void* p) { return *static_cast<const uint32_t*>(p); }
+
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Asynchronous global -> shared copies (cp.async): no registers hold a slice in flight, so the next
+// slice loads while the current one multiplies. One commit group per staged slice; wait_copies waits
+// for all of this thread's groups, a __syncthreads after it for everyone's.
+__device__ __forceinline__ void copy_async_16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(shared_address(dst)), "l"(src) : "memory");
+}
+__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void wait_copies() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// Four 8 x 8 blocks of 16-bit elements, transposed: lane i gives the address of row i % 8 of block i / 8
+// and receives in r[m] the elements (2 (i % 4), i / 4) and (2 (i % 4) + 1, i / 4) of block m.
+__device__ __forceinline__ void load_transposed(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_address(p)));
+}
 
 template <typename T>
 __device__ __forceinline__ void mma_16x8x16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
@@ -56,18 +107,39 @@ __device__ __forceinline__ void mma_16x8x16(float (&c)[4], const uint32_t (&a)[4
   }
 }
 
-// acc += A B^T for the warp's 16 rows: a is (16 x depth) with row stride lda, b is (64 x depth) with row
-// stride ldb, both in shared memory with the reduction index contiguous; depth is a multiple of 16.
-// bfloat16/float16 run on the tensor cores; float32 runs on FMA (tf32 would miss the 1e-5 tolerance).
+// A pair of 16-bit elements times (w0, w1), rounded once as the element type (as staging them scaled would).
 template <typename T>
-__device__ __forceinline__ void warp_product(Accumulator& acc, const T* a, int lda, const T* b, int ldb, int depth) {
-  const int lane = threadIdx.x & 31, g = lane / 4, t = lane & 3;
+__device__ __forceinline__ uint32_t weigh(uint32_t x, float w0, float w1) {
+  T e[2];
+  memcpy(e, &x, sizeof(x));
+  e[0] = from_float<T>(to_float(e[0]) * w0);
+  e[1] = from_float<T>(to_float(e[1]) * w1);
+  memcpy(&x, e, sizeof(x));
+  return x;
+}
+
+// acc += A B for the warp's 16 rows, both operands in shared memory, depth a multiple of 16:
+//   A (16 x depth): a[i * lda + k], or with kAKMajor a[k * lda + i] times weight[k];
+//   B (depth x 64): b[n * ldb + k], or with kBKMajor b[k * ldb + n].
+// The k-major operands are read with ldmatrix.trans, so they are staged as they lie in global memory.
+// bfloat16/float16 run on the tensor cores; float32 runs on FMA (tf32 would miss the 1e-5 tolerance).
+template <typename T, bool kAKMajor, bool kBKMajor>
+__device__ __forceinline__ void warp_product(Accumulator& acc, const T* a, int lda, const T* b, int ldb, int depth,
+                                             const float* weight = nullptr) {
+  const int lane = threadIdx.x & 31, g = lane / 4, t = lane & 3, m = lane / 8;
   if constexpr (std::is_same_v<T, float>) {
     for (int k = 0; k < depth; ++k) {
-      const float a0 = a[g * lda + k], a1 = a[(g + 8) * lda + k];
+      float a0 = kAKMajor ? a[k * lda + g] : a[g * lda + k];
+      float a1 = kAKMajor ? a[k * lda + g + 8] : a[(g + 8) * lda + k];
+      if constexpr (kAKMajor) {
+        a0 *= weight[k];
+        a1 *= weight[k];
+      }
 #pragma unroll
       for (int n = 0; n < 8; ++n) {
-        const float b0 = b[(8 * n + 2 * t) * ldb + k], b1 = b[(8 * n + 2 * t + 1) * ldb + k];
+        const int j = 8 * n + 2 * t;
+        const float b0 = kBKMajor ? b[k * ldb + j] : b[j * ldb + k];
+        const float b1 = kBKMajor ? b[k * ldb + j + 1] : b[(j + 1) * ldb + k];
         acc.v[n][0] += a0 * b0;
         acc.v[n][1] += a0 * b1;
         acc.v[n][2] += a1 * b0;
@@ -75,44 +147,69 @@ __device__ __forceinline__ void warp_product(Accumulator& acc, const T* a, int l
       }
     }
   } else {
+#pragma unroll 2
     for (int k = 0; k < depth; k += 16) {
-      const uint32_t af[4] = {pair(a + g * lda + k + 2 * t), pair(a + (g + 8) * lda + k + 2 * t),
-                              pair(a + g * lda + k + 8 + 2 * t), pair(a + (g + 8) * lda + k + 8 + 2 * t)};
+      uint32_t af[4];
+      if constexpr (kAKMajor) {
+        // Blocks (k 0-7, rows 0-7), (k 0-7, rows 8-15), (k 8-15, rows 0-7), (k 8-15, rows 8-15).
+        load_transposed(af, a + (k + 8 * (m / 2) + lane % 8) * lda + 8 * (m % 2));
+        const float w0 = weight[k + 2 * t], w1 = weight[k + 2 * t + 1];
+        const float w8 = weight[k + 8 + 2 * t], w9 = weight[k + 9 + 2 * t];
+        af[0] = weigh<T>(af[0], w0, w1);
+        af[1] = weigh<T>(af[1], w0, w1);
+        af[2] = weigh<T>(af[2], w8, w9);
+        af[3] = weigh<T>(af[3], w8, w9);
+      } else {
+        af[0] = pair(a + g * lda + k + 2 * t);
+        af[1] = pair(a + (g + 8) * lda + k + 2 * t);
+        af[2] = pair(a + g * lda + k + 8 + 2 * t);
+        af[3] = pair(a + (g + 8) * lda + k + 8 + 2 * t);
+      }
 #pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        const T* col = b + (8 * n + g) * ldb + k + 2 * t;
-        const uint32_t bf[2] = {pair(col), pair(col + 8)};
-        mma_16x8x16<T>(acc.v[n], af, bf);
+      for (int n = 0; n < 8; n += 2) {
+        uint32_t bf[2][2];
+        if constexpr (kBKMajor) {
+          // Blocks (k 0-7, columns 8n..), (k 8-15, 8n..), (k 0-7, 8n+8..), (k 8-15, 8n+8..).
+          uint32_t r[4];
+          load_transposed(r, b + (k + 8 * (m % 2) + lane % 8) * ldb + 8 * (n + m / 2));
+          bf[0][0] = r[0];
+          bf[0][1] = r[1];
+          bf[1][0] = r[2];
+          bf[1][1] = r[3];
+        } else {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const T* col = b + (8 * (n + h) + g) * ldb + k + 2 * t;
+            bf[h][0] = pair(col);
+            bf[h][1] = pair(col + 8);
+          }
+        }
+        mma_16x8x16<T>(acc.v[n], af, bf[0]);
+        mma_16x8x16<T>(acc.v[n + 1], af, bf[1]);
       }
     }
   }
 }
 
 // Copies the (rows x cols) window at (row0, col0) of a row-major (nrows x ncols) global matrix into
-// shared memory, as s[r][c] or, transposed, s[c][r] (row stride ld), each element times scale[r] when
-// scale is given, and zeros outside the matrix (so partial chunks and tiles need no other masking).
-// When the rows are whole 16-byte vectors (ncols a multiple of the vector, cols always is) each thread
-// reads one vector; otherwise one element.
-template <typename T, bool kTranspose>
+// shared memory as s[r][c] (row stride ld), with zeros outside the matrix (so partial chunks and tiles
+// need no other masking). When the rows are whole 16-byte vectors (ncols a multiple of the vector, cols
+// always is) each thread issues cp.async copies of one vector, completed by wait_copies; otherwise it
+// copies an element at a time, synchronously.
+template <typename T>
 __device__ __forceinline__ void stage(T* s, int ld, const T* src, int64_t nrows, int64_t ncols, int64_t row0,
-                                      int64_t col0, int rows, int cols, const float* scale) {
+                                      int64_t col0, int rows, int cols) {
   constexpr int kVector = 16 / sizeof(T);
   if (ncols % kVector == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
     const int vectors = cols / kVector;
     for (int i = threadIdx.x; i < rows * vectors; i += kThreads) {
       const int r = i / vectors, c = (i % vectors) * kVector;
       const int64_t gr = row0 + r, gc = col0 + c;
-      uint4 raw = make_uint4(0, 0, 0, 0);  // zero in every element type
-      if (gr < nrows && gc < ncols) raw = *reinterpret_cast<const uint4*>(src + gr * ncols + gc);
-      if (!kTranspose && scale == nullptr) {
-        *reinterpret_cast<uint4*>(s + r * ld + c) = raw;
-        continue;
-      }
-      const T* x = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-      for (int e = 0; e < kVector; ++e) {
-        const T y = scale != nullptr ? from_float<T>(to_float(x[e]) * scale[r]) : x[e];
-        s[kTranspose ? (c + e) * ld + r : r * ld + c + e] = y;
+      T* dst = s + r * ld + c;
+      if (gr < nrows && gc < ncols) {
+        copy_async_16(dst, src + gr * ncols + gc);
+      } else {
+        *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);  // zero in every element type
       }
     }
     return;
@@ -120,12 +217,7 @@ __device__ __forceinline__ void stage(T* s, int ld, const T* src, int64_t nrows,
   for (int i = threadIdx.x; i < rows * cols; i += kThreads) {
     const int r = i / cols, c = i % cols;  // c fastest: consecutive threads read consecutive addresses
     const int64_t gr = row0 + r, gc = col0 + c;
-    T x = from_float<T>(0.0f);
-    if (gr < nrows && gc < ncols) {
-      x = src[gr * ncols + gc];
-      if (scale != nullptr) x = from_float<T>(to_float(x) * scale[r]);
-    }
-    s[kTranspose ? c * ld + r : r * ld + c] = x;
+    s[r * ld + c] = gr < nrows && gc < ncols ? src[gr * ncols + gc] : from_float<T>(0.0f);
   }
 }
 
@@ -161,13 +253,20 @@ struct ScanArgs {
   float* final_state;  // (B, H, da, db) or null
 };
 
+// Shared memory of the scan: two stages (the next chunk loads while this one multiplies), each the
+// chunk's (tokens x 64) windows of A and B as they lie in memory, then each stage's token weights and
+// the powers g^d, d = 0..64.
+template <typename T>
+constexpr int scan_shared_bytes() {
+  return 4 * kSlice * sizeof(T) + (3 * kChunk + 1) * sizeof(float);
+}
+
 template <typename T, bool kReverse>
-__global__ void __launch_bounds__(kThreads) state_scan_kernel(ScanArgs<T> p) {
+__global__ void __launch_bounds__(kThreads, kReverse ? 3 : 4) state_scan_kernel(ScanArgs<T> p) {
   extern __shared__ __align__(16) unsigned char shared[];
-  constexpr int ld = kChunk + kPad;
-  T* as = reinterpret_cast<T*>(shared);  // (64 state rows, chunk tokens): A_c^T, weighted
-  T* bs = as + kTile * ld;               // (64 state columns, chunk tokens): B_c^T
-  float* weight = reinterpret_cast<float*>(bs + kTile * ld);  // (chunk tokens)
+  T* windows = reinterpret_cast<T*>(shared);                        // [stage][A, B] (chunk tokens, kLd)
+  float* weights = reinterpret_cast<float*>(windows + 4 * kSlice);  // [stage] (chunk tokens)
+  float* power = weights + 2 * kChunk;                              // g^d, d = 0..64
 
   const int64_t bh = blockIdx.z;
   const Geometry geo(p.shape, bh);
@@ -176,6 +275,26 @@ __global__ void __launch_bounds__(kThreads) state_scan_kernel(ScanArgs<T> p) {
   const T* a = p.a + bh * geo.T * p.da;
   const T* b = p.b + bh * geo.T * p.db;
   const int64_t state_size = p.da * p.db;
+  const int64_t warp_row0 = row0 + 16 * warp;  // the warp's first state row
+  const auto identity = [](int, float v) { return v; };
+
+  // Issues the copies of the chunk of `step` into stage step % 2 and computes its weights.
+  auto load = [&](int64_t step) {
+    const int64_t chunk = kReverse ? geo.chunks - 1 - step : step;
+    const int L = geo.length(chunk);
+    T* as = windows + 2 * (step & 1) * kSlice;
+    stage<T>(as, kLd, a, geo.T, p.da, chunk * kChunk, row0, kChunk, kTile);
+    stage<T>(as + kSlice, kLd, b, geo.T, p.db, chunk * kChunk, col0, kChunk, kTile);
+    commit_copies();
+    if (threadIdx.x < kChunk) {
+      const int j = threadIdx.x;
+      const int64_t n = geo.offset + chunk * kChunk + j;
+      weights[(step & 1) * kChunk + j] =
+          j >= L     ? 0.0f
+          : kReverse ? static_cast<float>(exp((j + 1) * geo.log_decay) * inverse_norm(geo.log_decay, n))
+                     : power[L - 1 - j];
+    }
+  };
 
   Accumulator s;
   s.zero();
@@ -188,44 +307,30 @@ __global__ void __launch_bounds__(kThreads) state_scan_kernel(ScanArgs<T> p) {
         if (r < p.da && c < p.db) s.v[n][e] = p.initial[bh * state_size + r * p.db + c];
       }
   }
+  for (int d = threadIdx.x; d <= kChunk; d += kThreads) power[d] = geo.power(d);
+  __syncthreads();
+  load(0);
   for (int64_t step = 0; step < geo.chunks; ++step) {
     const int64_t chunk = kReverse ? geo.chunks - 1 - step : step;
     const int L = geo.length(chunk);
-    T* out = p.states + (bh * geo.chunks + chunk) * state_size;
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t r = row0 + 16 * warp + Accumulator::row(e), c = col0 + Accumulator::col(n, e);
-        if (r < p.da && c < p.db) out[r * p.db + c] = from_float<T>(s.v[n][e]);
-      }
-    __syncthreads();  // the previous chunk's products are done with the staged tiles
-    if (threadIdx.x < kChunk) {
-      const int j = threadIdx.x;
-      const int64_t n = geo.offset + chunk * kChunk + j;
-      weight[j] = j >= L                 ? 0.0f
-                  : kReverse ? static_cast<float>(exp((j + 1) * geo.log_decay) * inverse_norm(geo.log_decay, n))
-                             : geo.power(L - 1 - j);
-    }
+    store_tile(p.states + (bh * geo.chunks + chunk) * state_size + warp_row0 * p.db + col0, p.db, p.da - warp_row0,
+               p.db - col0, s, identity);
+    // This chunk's windows have landed, and every warp is done with the other stage (the previous chunk).
+    wait_copies();
     __syncthreads();
-    stage<T, true>(as, ld, a, geo.T, p.da, chunk * kChunk, row0, kChunk, kTile, weight);
-    stage<T, true>(bs, ld, b, geo.T, p.db, chunk * kChunk, col0, kChunk, kTile, nullptr);
-    __syncthreads();
-    s.scale(geo.power(L));
-    warp_product<T>(s, as + 16 * warp * ld, ld, bs, ld, kChunk);
+    if (step + 1 < geo.chunks) load(step + 1);
+    const T* as = windows + 2 * (step & 1) * kSlice;
+    s.scale(power[L]);
+    warp_product<T, true, true>(s, as + 16 * warp, kLd, as + kSlice, kLd, kChunk, weights + (step & 1) * kChunk);
   }
   if (p.final_state != nullptr) {
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t r = row0 + 16 * warp + Accumulator::row(e), c = col0 + Accumulator::col(n, e);
-        if (r < p.da && c < p.db) p.final_state[bh * state_size + r * p.db + c] = s.v[n][e];
-      }
+    store_tile(p.final_state + bh * state_size + warp_row0 * p.db + col0, p.db, p.da - warp_row0, p.db - col0, s,
+               identity);
   }
 }
 
-// One chunk's rows of  out = post * ( (A B^T o M) C + diag(u) A S ),  one block per (batch, head, chunk):
+// One chunk's rows of  out = post * ( (A B^T o M) C + diag(u) A S ),  one block per (batch, head, chunk,
+// group of 64-column output tiles):
 //   forward roles (o and dq):   M[i][j] = g^(i-j) for j <= i,          u_i = g^(i+1),   post_i = 1/sqrt(w_n)
 //   backward roles (dk and dv): M[i][j] = g^(j-i) / sqrt(w_n(j)), j >= i, u_i = g^(L-1-i), post_i = 1
 // where S is the chunk's entry of `states`, stored (da x dc) when kStateRowsReduce, else (dc x da).
@@ -244,20 +349,40 @@ struct ChunkArgs {
   T* out;           // (B, H, T, dc)
 };
 
+// How a block of chunk_output_kernel holds A: resident (the chunk's rows of A staged once, row stride
+// resident_ld, for the scores and every output tile) when that fits in kResidentBytes, else staged a
+// slice at a time beside each slice of B or S.
+constexpr int kResidentBytes = 64 * 1024;
+constexpr int kTilesPerBlock = 4;  // at most; the scores are recomputed once per group of output tiles
+
+struct ChunkLayout {
+  int resident_ld;  // 0 when A is staged per slice
+  __host__ __device__ int buffers() const { return resident_ld > 0 ? 2 : 4; }  // [stage][B or S or C, A]
+  __host__ __device__ int elements() const { return (buffers() + 1) * kSlice + kChunk * resident_ld; }
+};
+
+template <typename T>
+ChunkLayout chunk_layout(int64_t da) {
+  const int64_t ld = (da + kDepth - 1) / kDepth * kDepth + kPad;
+  return {kChunk * ld * static_cast<int64_t>(sizeof(T)) <= kResidentBytes ? static_cast<int>(ld) : 0};
+}
+
+// The block walks one stream of (64 x 64) slices, each staged while the previous one multiplies:
+//   the depth slices of B (the scores A B^T, masked into shared memory as P),
+//   then per output tile the depth slices of S (A S, then each row times u_i) and the tile of C (+ P C).
 template <typename T, bool kBackwardRoles, bool kStateRowsReduce>
-__global__ void __launch_bounds__(kThreads) chunk_output_kernel(ChunkArgs<T> p) {
+__global__ void __launch_bounds__(kThreads, 4) chunk_output_kernel(ChunkArgs<T> p, ChunkLayout layout, int tiles_per_block) {
   extern __shared__ __align__(16) unsigned char shared[];
-  constexpr int lds = kDepth + kPad, ldp = kChunk + kPad;
-  T* as = reinterpret_cast<T*>(shared);  // (chunk tokens, kDepth): a slice of A
-  T* bs = as + kChunk * lds;             // (chunk tokens or 64 columns, kDepth): a slice of B or S^T
-  T* ps = bs + kTile * lds;              // (chunk tokens, chunk tokens): the masked scores
-  T* cs = ps + kChunk * ldp;             // (64 columns, chunk tokens): C^T
-  float* u = reinterpret_cast<float*>(cs + kTile * ldp);  // (chunk tokens) each
+  const bool resident = layout.resident_ld > 0;
+  T* slices = reinterpret_cast<T*>(shared);  // [stage] (64, kLd): B, S or C; then [stage] A when not resident
+  T* ps = slices + layout.buffers() * kSlice;  // (chunk tokens, kLd): the masked scores P
+  T* ar = ps + kSlice;                         // (chunk tokens, resident_ld): A, when resident
+  float* u = reinterpret_cast<float*>(slices + layout.elements());  // (chunk tokens) each
   float* post = u + kChunk;
   float* column = post + kChunk;
   float* power = column + kChunk;  // g^d, d = 0..63
 
-  const int64_t bh = blockIdx.y, chunk = blockIdx.x;
+  const int64_t bh = blockIdx.z, chunk = blockIdx.x;
   const Geometry geo(p.shape, bh);
   const int L = geo.length(chunk);
   const int64_t t0 = chunk * kChunk;
@@ -268,6 +393,39 @@ __global__ void __launch_bounds__(kThreads) chunk_output_kernel(ChunkArgs<T> p) 
   const T* state = p.states + (bh * geo.chunks + chunk) * p.da * p.dc;
   T* out = p.out + bh * geo.T * p.dc;
 
+  const int depth_slices = static_cast<int>((p.da + kDepth - 1) / kDepth);
+  const int64_t tile0 = int64_t{blockIdx.y} * tiles_per_block;
+  const int64_t tiles_left = (p.dc + kTile - 1) / kTile - tile0;
+  const int tiles = static_cast<int>(tiles_left < tiles_per_block ? tiles_left : tiles_per_block);
+  const int slice_count = depth_slices + tiles * (depth_slices + 1);
+
+  // Slice s of the stream: the depth index i (depth_slices for the tile of C) and the output tile
+  // (-1 for the scores).
+  struct Slice {
+    int i, tile;
+  };
+  auto decode = [&](int s) -> Slice {
+    if (s < depth_slices) return {s, -1};
+    const int r = s - depth_slices;
+    return {r % (depth_slices + 1), r / (depth_slices + 1)};
+  };
+  auto load = [&](int s) {
+    const Slice at = decode(s);
+    T* slice = slices + (s & 1) * kSlice;
+    const int64_t k0 = int64_t{at.i} * kDepth, c0 = (tile0 + at.tile) * kTile;
+    if (at.tile < 0) {
+      stage<T>(slice, kLd, b, geo.T, p.da, t0, k0, kChunk, kDepth);
+    } else if (at.i == depth_slices) {
+      stage<T>(slice, kLd, c, geo.T, p.dc, t0, c0, kChunk, kTile);
+    } else if constexpr (kStateRowsReduce) {
+      stage<T>(slice, kLd, state, p.da, p.dc, k0, c0, kDepth, kTile);
+    } else {
+      stage<T>(slice, kLd, state, p.dc, p.da, c0, k0, kTile, kDepth);
+    }
+    if (!resident && at.i < depth_slices) stage<T>(slice + 2 * kSlice, kLd, a, geo.T, p.da, t0, k0, kChunk, kDepth);
+    commit_copies();
+  };
+
   if (threadIdx.x < kChunk) {
     const int i = threadIdx.x;
     const float norm = static_cast<float>(inverse_norm(geo.log_decay, geo.offset + t0 + i));
@@ -276,56 +434,54 @@ __global__ void __launch_bounds__(kThreads) chunk_output_kernel(ChunkArgs<T> p) 
     column[i] = kBackwardRoles ? norm : 1.0f;
     power[i] = geo.power(i);
   }
+  if (resident) stage<T>(ar, layout.resident_ld, a, geo.T, p.da, t0, 0, kChunk, layout.resident_ld - kPad);
+  load(0);
 
-  // The scores A B^T of the chunk, masked and decayed, into shared memory as the next product's operand.
-  Accumulator scores;
-  scores.zero();
-  for (int64_t k0 = 0; k0 < p.da; k0 += kDepth) {
+  Accumulator acc;
+  acc.zero();
+  for (int s = 0; s < slice_count; ++s) {
+    // Slice s has landed, and every warp is done with the other stage (slice s - 1).
+    wait_copies();
     __syncthreads();
-    stage<T, false>(as, lds, a, geo.T, p.da, t0, k0, kChunk, kDepth, nullptr);
-    stage<T, false>(bs, lds, b, geo.T, p.da, t0, k0, kChunk, kDepth, nullptr);
-    __syncthreads();
-    warp_product<T>(scores, as + 16 * warp * lds, lds, bs, lds, kDepth);
-  }
-#pragma unroll
-  for (int n = 0; n < 8; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int i = 16 * warp + Accumulator::row(e), j = Accumulator::col(n, e);
-      const bool kept = kBackwardRoles ? j >= i : j <= i;
-      ps[i * ldp + j] = from_float<T>(kept ? scores.v[n][e] * power[kBackwardRoles ? j - i : i - j] * column[j] : 0.0f);
-    }
+    if (s + 1 < slice_count) load(s + 1);
 
-  for (int64_t c0 = 0; c0 < p.dc; c0 += kTile) {
-    // A S for this tile of output columns.
-    Accumulator carried;
-    carried.zero();
-    for (int64_t k0 = 0; k0 < p.da; k0 += kDepth) {
-      __syncthreads();
-      stage<T, false>(as, lds, a, geo.T, p.da, t0, k0, kChunk, kDepth, nullptr);
-      if constexpr (kStateRowsReduce) {
-        stage<T, true>(bs, lds, state, p.da, p.dc, k0, c0, kDepth, kTile, nullptr);
-      } else {
-        stage<T, false>(bs, lds, state, p.dc, p.da, c0, k0, kTile, kDepth, nullptr);
+    const Slice at = decode(s);
+    const int i = at.i;
+    const T* slice = slices + (s & 1) * kSlice;
+    const T* as = resident ? ar + 16 * warp * layout.resident_ld + int64_t{i} * kDepth : slice + 2 * kSlice + 16 * warp * kLd;
+    const int lda = resident ? layout.resident_ld : kLd;
+    if (at.tile < 0) {
+      warp_product<T, false, false>(acc, as, lda, slice, kLd, kDepth);
+      if (i + 1 == depth_slices) {
+        // The scores, masked and decayed, into shared memory as the operand of the P C products (read
+        // only after the next barrier).
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int r = 16 * warp + Accumulator::row(e), j = Accumulator::col(n, e);
+            const bool kept = kBackwardRoles ? j >= r : j <= r;
+            ps[r * kLd + j] =
+                from_float<T>(kept ? acc.v[n][e] * power[kBackwardRoles ? j - r : r - j] * column[j] : 0.0f);
+          }
+        acc.zero();
       }
-      __syncthreads();
-      warp_product<T>(carried, as + 16 * warp * lds, lds, bs, lds, kDepth);
+    } else if (i < depth_slices) {
+      warp_product<T, false, kStateRowsReduce>(acc, as, lda, slice, kLd, kDepth);
+      if (i + 1 == depth_slices) {
+#pragma unroll
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc.v[n][e] *= u[16 * warp + Accumulator::row(e)];
+      }
+    } else {
+      warp_product<T, false, true>(acc, ps + 16 * warp * kLd, kLd, slice, kLd, kChunk);
+      const int64_t c0 = (tile0 + at.tile) * kTile;
+      const float* warp_post = post + 16 * warp;
+      store_tile(out + (t0 + 16 * warp) * p.dc + c0, p.dc, L - 16 * warp, p.dc - c0, acc,
+                 [warp_post](int r, float v) { return warp_post[r] * v; });
+      acc.zero();
     }
-    // The masked scores times C for this tile.
-    __syncthreads();
-    stage<T, true>(cs, ldp, c, geo.T, p.dc, t0, c0, kChunk, kTile, nullptr);
-    __syncthreads();
-    Accumulator inner;
-    inner.zero();
-    warp_product<T>(inner, ps + 16 * warp * ldp, ldp, cs, ldp, kChunk);
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = 16 * warp + Accumulator::row(e);
-        const int64_t j = c0 + Accumulator::col(n, e);
-        if (i < L && j < p.dc) out[(t0 + i) * p.dc + j] = from_float<T>(post[i] * (inner.v[n][e] + u[i] * carried.v[n][e]));
-      }
   }
 }
 
@@ -333,7 +489,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 template <typename T, bool kReverse>
 cudaError_t launch_scan(const ScanArgs<T>& args, cudaStream_t stream) {
-  const int bytes = 2 * kTile * (kChunk + kPad) * sizeof(T) + kChunk * sizeof(float);
+  constexpr int bytes = scan_shared_bytes<T>();
   auto* kernel = state_scan_kernel<T, kReverse>;
   if (const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)) return e;
   const dim3 grid(static_cast<unsigned>(ceil_div(args.db, kTile)), static_cast<unsigned>(ceil_div(args.da, kTile)),
@@ -344,12 +500,16 @@ cudaError_t launch_scan(const ScanArgs<T>& args, cudaStream_t stream) {
 
 template <typename T, bool kBackwardRoles, bool kStateRowsReduce>
 cudaError_t launch_chunks(const ChunkArgs<T>& args, cudaStream_t stream) {
-  const int bytes = (2 * kChunk * (kDepth + kPad) + 2 * kChunk * (kChunk + kPad)) * sizeof(T) + 4 * kChunk * sizeof(float);
+  const ChunkLayout layout = chunk_layout<T>(args.da);
+  const int bytes = layout.elements() * static_cast<int>(sizeof(T)) + 4 * kChunk * static_cast<int>(sizeof(float));
+  const int64_t tiles = ceil_div(args.dc, kTile);
+  const int tiles_per_block = static_cast<int>(ceil_div(tiles, ceil_div(tiles, kTilesPerBlock)));
   auto* kernel = chunk_output_kernel<T, kBackwardRoles, kStateRowsReduce>;
   if (const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)) return e;
   const dim3 grid(static_cast<unsigned>(ceil_div(args.shape.length, kChunk)),
+                  static_cast<unsigned>(ceil_div(tiles, tiles_per_block)),
                   static_cast<unsigned>(args.shape.batch * args.shape.heads));
-  kernel<<<grid, kThreads, bytes, stream>>>(args);
+  kernel<<<grid, kThreads, bytes, stream>>>(args, layout, tiles_per_block);
   return cudaGetLastError();
 }
 
