@@ -6,6 +6,8 @@
 #   bash tools/gpu_stages.sh profile   build; the longest kernels of a training step and of a decode step
 #                                      (densessm-train / densessm-generate --profile) for both families
 #   bash tools/gpu_stages.sh parity    build; import parity against transformers and the reference code
+#   bash tools/gpu_stages.sh kernels   build; every CUDA test case; the operator benchmarks; the generation
+#                                      speed mode of the four large models
 #   bash tools/gpu_stages.sh decode    build; every CUDA test case; the generation speed mode (kernels on)
 #                                      for the four large models and a profile of the DenseRetNet step
 # On an nvidia-h200-x2, three chained calls:
@@ -80,6 +82,20 @@ case ${1:-} in
     timeout 90 "$B/densessm-generate" --benchmark --device cuda --dtype fp16 --lengths 128 \
       --config configs/dense-retnet-1.3b.json --profile /tmp/decode.trace.json 2>&1 | quiet | tail -30
     stamp "decode profiled"
+    ;;
+  kernels)
+    # Everything a kernel change needs: every CUDA test case, the operator benchmarks and the generation
+    # speed mode of the four large models.
+    build densessm_tests densessm-bench densessm-generate
+    cuda_tests
+    timeout 120 "$B/densessm-bench" retention 2>&1 | quiet | tee "$OUT/bench-retention.log" | tail -25
+    timeout 90 "$B/densessm-bench" selective_scan --repeats 30 2>&1 | quiet | tee "$OUT/bench-scan.log" | tail -15
+    stamp "operator benchmarks"
+    for config in ${MODELS:-dense-retnet-1.3b retnet-1.3b dense-mamba-1.4b mamba-1.4b}; do
+      generate_bench kernels --config "configs/$config.json"
+    done
+    stamp "generation, kernels"
+    quiet < "$OUT/generate-bench.log" | grep -E '^(2048|==)'
     ;;
   profile)
     # The tables are the output; the Chrome traces stay on the machine except the decode ones, gzipped.
