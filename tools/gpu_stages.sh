@@ -8,6 +8,7 @@
 #   bash tools/gpu_stages.sh parity    build; import parity against transformers and the reference code
 #   bash tools/gpu_stages.sh kernels   build; every CUDA test case; the operator benchmarks; the generation
 #                                      speed mode of the four large models
+#   bash tools/gpu_stages.sh sanitize  compute-sanitizer memcheck and racecheck on the kernels' tests
 #   bash tools/gpu_stages.sh decode    build; every CUDA test case; the generation speed mode (kernels on)
 #                                      for the four large models and a profile of the DenseRetNet step
 # On an nvidia-h200-x2, three chained calls:
@@ -96,6 +97,19 @@ case ${1:-} in
     done
     stamp "generation, kernels"
     quiet < "$OUT/generate-bench.log" | grep -E '^(2048|==)'
+    ;;
+  sanitize)
+    # compute-sanitizer memcheck and racecheck on the kernels' own tests (run after a stage that built them,
+    # on the still warm machine). Each tool gets at most SANITIZE_S seconds.
+    [[ -x $B/tests/densessm_tests ]] || build densessm_tests
+    filter=${GTEST_FILTER:-ChunkRetentionKernel.SmallShapesMatchTheReference:RetentionStepKernel.*:SelectiveScanKernel.ForwardMatchesTheReference:SelectiveScanKernel.BackwardStartsFromTheInitialState:CausalConv1dKernel.ForwardAndBackwardMatchTheReference:MambaStepKernel.*:FusedDecodeKernel.Float32StepsMatchTheFloat64Reference}
+    for tool in memcheck racecheck; do
+      timeout "${SANITIZE_S:-150}" compute-sanitizer --tool "$tool" --error-exitcode 3 "$B/tests/densessm_tests" \
+        --gtest_filter="$filter" > "$OUT/sanitizer-$tool.log" 2>&1
+      echo "compute-sanitizer $tool: exit $? | $(grep -c '^\[       OK' "$OUT/sanitizer-$tool.log") tests passed"
+      grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^\[  FAILED' "$OUT/sanitizer-$tool.log" | head -5
+      stamp "$tool"
+    done
     ;;
   profile)
     # The tables are the output; the Chrome traces stay on the machine except the decode ones, gzipped.
