@@ -41,45 +41,41 @@ __global__ void __launch_bounds__(kColumns * kRowGroups) retention_step_kernel(R
   static_cast<T*>(p.o)[bh * p.dv + j] = from_float<T>(static_cast<float>(acc * norm));
 }
 
-// The state at its bandwidth. The state is read once and written once per step and nothing else is
-// large, so the kernel is bound by how many state loads are in flight: each thread owns 4 adjacent columns
-// (one 16-byte load and store per state row) and kInFlight rows, whose loads it issues before it uses any;
-// a block is 8 column threads (32 columns, full 128-byte lines per row) by 32 row groups, so that at the
-// 1.3 B shape (dk 320) a thread makes a single pass over its rows and the grid fills every SM. q and k of
-// the (batch, head) wait in shared memory. Needs dv % 4 == 0 and a 16-byte aligned state.
-constexpr int kVectorThreads = 8;     // along the columns, 4 columns each
-constexpr int kVectorRowGroups = 32;  // along the state rows
-constexpr int kVectorColumns = 4 * kVectorThreads;
-constexpr int kInFlight = 10;
+// The state at its bandwidth: each thread owns 4 adjacent columns (one 16-byte load and store per state
+// row), q and k of the (batch, head) wait in shared memory, and every thread issues kInFlight row loads
+// before it uses any, so that many independent loads are in flight per SM (the state is read once and
+// written once per step; nothing else is large). Needs dv % 4 == 0 and a 16-byte aligned state.
+constexpr int kVectorColumns = 4 * kColumns;
+constexpr int kInFlight = 8;
 
 template <typename T>
-__global__ void __launch_bounds__(kVectorThreads * kVectorRowGroups) retention_step_vector_kernel(RetentionStepParams p) {
+__global__ void __launch_bounds__(kColumns * kRowGroups) retention_step_vector_kernel(RetentionStepParams p) {
   extern __shared__ float qk[];  // q then k of this (batch, head), 2 dk floats
-  __shared__ float4 partial[kVectorRowGroups][kVectorThreads];
+  __shared__ float4 partial[kRowGroups][kColumns];
   const int64_t bh = blockIdx.y, b = bh / p.heads, h = bh % p.heads, dk = p.dk, dv4 = p.dv / 4;
-  const int thread = threadIdx.y * kVectorThreads + threadIdx.x;
-  for (int64_t i = thread; i < dk; i += kVectorThreads * kVectorRowGroups) {
+  const int thread = threadIdx.y * kColumns + threadIdx.x;
+  for (int64_t i = thread; i < dk; i += kColumns * kRowGroups) {
     qk[i] = to_float(static_cast<const T*>(p.q)[bh * dk + i]);
     qk[dk + i] = to_float(static_cast<const T*>(p.k)[bh * dk + i]);
   }
   __syncthreads();
-  const int64_t j4 = int64_t{blockIdx.x} * kVectorThreads + threadIdx.x;  // this thread's group of 4 columns
+  const int64_t j4 = int64_t{blockIdx.x} * kColumns + threadIdx.x;  // this thread's group of 4 columns
   const float decay = static_cast<float>(p.decays[h]);
   float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   if (j4 < dv4) {
     const T* v_row = static_cast<const T*>(p.v) + bh * p.dv + 4 * j4;
     const float4 v = make_float4(to_float(v_row[0]), to_float(v_row[1]), to_float(v_row[2]), to_float(v_row[3]));
     float4* state = reinterpret_cast<float4*>(p.state + bh * dk * p.dv) + j4;
-    for (int64_t i0 = threadIdx.y; i0 < dk; i0 += kInFlight * kVectorRowGroups) {
+    for (int64_t i0 = threadIdx.y; i0 < dk; i0 += kInFlight * kRowGroups) {
       float4 s[kInFlight];
 #pragma unroll
       for (int u = 0; u < kInFlight; ++u) {
-        const int64_t i = i0 + u * kVectorRowGroups;
+        const int64_t i = i0 + u * kRowGroups;
         if (i < dk) s[u] = state[i * dv4];
       }
 #pragma unroll
       for (int u = 0; u < kInFlight; ++u) {
-        const int64_t i = i0 + u * kVectorRowGroups;
+        const int64_t i = i0 + u * kRowGroups;
         if (i >= dk) break;
         const float q = qk[i], k = qk[dk + i];
         float4 kv;
@@ -97,19 +93,13 @@ __global__ void __launch_bounds__(kVectorThreads * kVectorRowGroups) retention_s
   }
   partial[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
-  for (int stride = kVectorRowGroups / 2; stride > 0; stride /= 2) {  // a tree over the row groups
-    if (threadIdx.y < stride) {
-      float4& mine = partial[threadIdx.y][threadIdx.x];
-      const float4 other = partial[threadIdx.y + stride][threadIdx.x];
-      mine.x += other.x;
-      mine.y += other.y;
-      mine.z += other.z;
-      mine.w += other.w;
-    }
-    __syncthreads();
-  }
   if (threadIdx.y != 0 || j4 >= dv4) return;
-  acc = partial[0][threadIdx.x];
+  for (int r = 1; r < kRowGroups; ++r) {
+    acc.x += partial[r][threadIdx.x].x;
+    acc.y += partial[r][threadIdx.x].y;
+    acc.z += partial[r][threadIdx.x].z;
+    acc.w += partial[r][threadIdx.x].w;
+  }
   const double log_decay = log(p.decays[h]);
   const int64_t n = p.position != nullptr ? p.position[b] : 0;
   const float norm = static_cast<float>(rsqrt(expm1(static_cast<double>(n + 1) * log_decay) / expm1(log_decay)));
@@ -127,7 +117,7 @@ void launch(const RetentionStepParams& p, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>((p.dv + kVectorColumns - 1) / kVectorColumns),
                     static_cast<unsigned>(p.batch * p.heads));
     const size_t shared = 2 * static_cast<size_t>(p.dk) * sizeof(float);
-    retention_step_vector_kernel<T><<<grid, dim3(kVectorThreads, kVectorRowGroups), shared, stream>>>(p);
+    retention_step_vector_kernel<T><<<grid, dim3(kColumns, kRowGroups), shared, stream>>>(p);
     return;
   }
   const dim3 grid(static_cast<unsigned>((p.dv + kColumns - 1) / kColumns), static_cast<unsigned>(p.batch * p.heads));
