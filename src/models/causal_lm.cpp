@@ -120,10 +120,11 @@ torch::Tensor CausalLMImpl::fused_step(const torch::Tensor& tokens, DecodeState&
   state.position = position + 1;
 #ifdef DENSESSM_WITH_CUDA
   auto x = cuda::rms_norm(h, norm_->weight, norm_->eps());
+  return cuda::small_matmul(x, lm_head_ ? lm_head_->weight : embed_tokens_->weight);
 #else
   auto x = norm_(h);
+  return torch::mm(x, (lm_head_ ? lm_head_->weight : embed_tokens_->weight).t());
 #endif
-  return lm_head_ ? torch::mm(x, lm_head_->weight.t()) : torch::mm(x, embed_tokens_->weight.t());
 }
 
 torch::Tensor CausalLMImpl::step(const torch::Tensor& tokens, DecodeState& state, bool check_tokens) {

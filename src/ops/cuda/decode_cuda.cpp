@@ -8,6 +8,7 @@
 #include "mamba_step.h"
 #include "ops/cuda/kernel_call.h"
 #include "retention_step.h"
+#include "small_matmul.h"
 
 namespace densessm::cuda {
 namespace {
@@ -30,6 +31,28 @@ void check_dense(const torch::Tensor& t, const char* name, torch::ScalarType dty
 }
 
 }  // namespace
+
+torch::Tensor small_matmul(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& into) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto dtype = x.scalar_type();
+  check_rows(x, "x", dtype);
+  TORCH_CHECK(w.dim() == 2 && w.size(1) == x.size(1) && w.scalar_type() == dtype && w.device() == x.device(),
+              "fused decode: the weight ", w.sizes(), " (", w.scalar_type(), ") does not match x ", x.sizes(), " (", dtype,
+              ")");
+  const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
+  if (into.defined()) check_dense(into, "the sum", dtype, M * N);
+  auto out = into.defined() ? into : torch::empty({M, N}, x.options());
+  const auto weight = w.contiguous();
+  if (kernel_dtype_supported(dtype)) {
+    const kernels::SmallMatmulParams p{x.data_ptr(), weight.data_ptr(), out.data_ptr(), M, N, K, x.stride(0), N,
+                                       into.defined(), kernel_dtype(dtype)};
+    if (kernels::small_matmul_supported(p)) {
+      check(kernels::small_matmul(p, stream()), "small_matmul");
+      return out;
+    }
+  }
+  return into.defined() ? out.addmm_(x, weight.t()) : torch::mm(x, weight.t());
+}
 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
   const c10::cuda::CUDAGuard guard(x.device());

@@ -9,6 +9,12 @@
 
 namespace densessm::cuda {
 
+/// x (M, K) (unit stride along K) times w (N, K) transposed: (M, N). On the small-matmul kernel
+/// (kernels/small_matmul.h) where it qualifies (float16/bfloat16, M <= 8, K % 8 == 0, 16-byte aligned
+/// rows), else on cuBLAS. With `into` given ((M, N) contiguous, x's dtype) the product is added to it in
+/// place and `into` is returned.
+torch::Tensor small_matmul(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& into = {});
+
 /// x (R, D) with unit stride along D -> RMSNorm of each row times `weight`, (R, D) contiguous.
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
 
