@@ -6,60 +6,77 @@
 namespace densessm::kernels {
 namespace {
 
-// A block computes 16 output columns (weight rows) for every token: its 8 warps split the k range (warp w
-// takes the 32-deep steps w, w + 8, ...), each keeps a 16 x 8 float32 product, and the warps' products are
-// summed through shared memory at the end. A lane loads, per step, 16 bytes of each of its two weight rows
-// and of its token's row of x, and issues kUnroll steps' loads before it multiplies, so that a block
-// keeps 32 KB of weight loads in flight.
+// A block computes 16 output columns (weight rows) for every token: its 8 warps split the k range (each a
+// contiguous run of 32-deep steps), each keeps a 16 x 8 float32 product, and the warps' products are
+// summed through shared memory at the end. Per step a lane needs 16 bytes of each of its two weight rows
+// and of its token's row of x; it copies them with cp.async into its own slots of a kStages-deep ring in
+// shared memory (no registers held while they are in flight; out-of-range copies fill zeros), so that
+// kStages - 1 steps' loads are in flight while a step multiplies: 56 KB of weights per block.
 constexpr int kWarps = 8;
 constexpr int kColumns = 16;  // weight rows per block: the mma's m
 constexpr int kDepth = 32;    // k per step: two mma of k 16
-constexpr int kUnroll = 4;
+#ifndef DENSESSM_SMALL_MATMUL_STAGES
+#define DENSESSM_SMALL_MATMUL_STAGES 8
+#endif
+constexpr int kStages = DENSESSM_SMALL_MATMUL_STAGES;
+constexpr int kThreads = kWarps * 32;
 
-__device__ __forceinline__ uint4 load_streaming(const void* p) { return __ldcs(static_cast<const uint4*>(p)); }
-__device__ __forceinline__ uint4 load_cached(const void* p) { return __ldg(static_cast<const uint4*>(p)); }
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+/// 16 bytes from global to shared, or 16 zero bytes when !valid (the source is then not read).
+__device__ __forceinline__ void copy_async(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address(dst)), "l"(src),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wait_copies() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 
 template <typename T>
-__global__ void __launch_bounds__(kWarps * 32) small_matmul_kernel(SmallMatmulParams p) {
+__global__ void __launch_bounds__(kThreads) small_matmul_kernel(SmallMatmulParams p) {
+  // slots[stage][0..2][thread]: this thread's 16 bytes of its low row, its high row and its token's x.
+  extern __shared__ uint4 slots[];
   __shared__ float partial[kWarps][32][4];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t low = int64_t{blockIdx.x} * kColumns + g, high = low + 8;  // this lane's weight rows
-  // Every load is made (from a clamped, valid address) and zeroed afterwards where it lies outside, so that
-  // no branch stands between the loads and they can all be in flight at once.
   const bool low_in = low < p.n, high_in = high < p.n, token_in = g < p.rows;
-  const T* w = static_cast<const T*>(p.w);
-  const T* w_low = w + (low_in ? low : p.n - 1) * p.k;
-  const T* w_high = w + (high_in ? high : p.n - 1) * p.k;
+  const T* w_low = static_cast<const T*>(p.w) + (low_in ? low : 0) * p.k;
+  const T* w_high = static_cast<const T*>(p.w) + (high_in ? high : 0) * p.k;
   const T* x = static_cast<const T*>(p.x) + (token_in ? int64_t{g} : 0) * p.x_stride;  // the mma's column g
-  const int64_t steps = (p.k + kDepth - 1) / kDepth;
-  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
-  float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  for (int64_t first = warp; first < steps; first += int64_t{kWarps} * kUnroll) {
-    uint4 a_low[kUnroll], a_high[kUnroll], b[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t k0 = (first + int64_t{u} * kWarps) * kDepth + 8 * t;  // this lane's 8 consecutive k
-      const bool in = k0 < p.k;  // k % 8 == 0: a lane's 8 are all inside or all outside
+  const int64_t steps = (p.k + kDepth - 1) / kDepth, per_warp = (steps + kWarps - 1) / kWarps;
+  const int64_t begin = warp * per_warp, end = begin + per_warp < steps ? begin + per_warp : steps;
+  auto slot = [&](int64_t step, int part) -> uint4* { return &slots[((step % kStages) * 3 + part) * kThreads + threadIdx.x]; };
+  auto issue = [&](int64_t step) {  // always commits a group, empty past the end, so that the counts line up
+    if (step < end) {
+      const int64_t k0 = step * kDepth + 8 * t;  // this lane's 8 consecutive k; k % 8 == 0: all in or all out
+      const bool in = k0 < p.k;
       const int64_t k = in ? k0 : 0;
-      a_low[u] = load_streaming(w_low + k);
-      a_high[u] = load_streaming(w_high + k);
-      b[u] = load_cached(x + k);
-      if (!(in && low_in)) a_low[u] = zero;
-      if (!(in && high_in)) a_high[u] = zero;
-      if (!(in && token_in)) b[u] = zero;
+      copy_async(slot(step, 0), w_low + k, in && low_in);
+      copy_async(slot(step, 1), w_high + k, in && high_in);
+      copy_async(slot(step, 2), x + k, in && token_in);
     }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      // The mma's k (2t, 2t + 1, 2t + 8, 2t + 9) are this lane's k0 + 0..3 in the first product and
-      // k0 + 4..7 in the second, in A and B alike: the sum over k does not depend on its order.
-      const uint32_t a_first[4] = {a_low[u].x, a_high[u].x, a_low[u].y, a_high[u].y};
-      const uint32_t b_first[2] = {b[u].x, b[u].y};
-      mma_16x8x16<T>(c, a_first, b_first);
-      const uint32_t a_second[4] = {a_low[u].z, a_high[u].z, a_low[u].w, a_high[u].w};
-      const uint32_t b_second[2] = {b[u].z, b[u].w};
-      mma_16x8x16<T>(c, a_second, b_second);
-    }
+    commit_copies();
+  };
+  for (int s = 0; s < kStages - 1; ++s) issue(begin + s);
+  float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int64_t step = begin; step < end; ++step) {
+    wait_copies<kStages - 2>();  // this step's group (the oldest of kStages - 1) has landed
+    const uint4 a_low = *slot(step, 0), a_high = *slot(step, 1), b = *slot(step, 2);
+    issue(step + kStages - 1);  // into the slot of step - 1, read in the previous iteration
+    // The mma's k (2t, 2t + 1, 2t + 8, 2t + 9) are this lane's k0 + 0..3 in the first product and
+    // k0 + 4..7 in the second, in A and B alike: the sum over k does not depend on its order.
+    const uint32_t a_first[4] = {a_low.x, a_high.x, a_low.y, a_high.y};
+    const uint32_t b_first[2] = {b.x, b.y};
+    mma_16x8x16<T>(c, a_first, b_first);
+    const uint32_t a_second[4] = {a_low.z, a_high.z, a_low.w, a_high.w};
+    const uint32_t b_second[2] = {b.z, b.w};
+    mma_16x8x16<T>(c, a_second, b_second);
   }
+  wait_copies<0>();
 #pragma unroll
   for (int i = 0; i < 4; ++i) partial[warp][lane][i] = c[i];
   __syncthreads();
@@ -78,6 +95,8 @@ __global__ void __launch_bounds__(kWarps * 32) small_matmul_kernel(SmallMatmulPa
   }
 }
 
+constexpr size_t kSlotBytes = size_t{kStages} * 3 * kThreads * sizeof(uint4);  // 96 KB at 8 stages
+
 bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
@@ -90,12 +109,15 @@ bool small_matmul_supported(const SmallMatmulParams& p) {
 cudaError_t small_matmul(const SmallMatmulParams& p, cudaStream_t stream) {
   if (!small_matmul_supported(p)) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>((p.n + kColumns - 1) / kColumns));
-  if (p.dtype == DType::kFloat16) {
-    small_matmul_kernel<__half><<<grid, kWarps * 32, 0, stream>>>(p);
-  } else {
-    small_matmul_kernel<__nv_bfloat16><<<grid, kWarps * 32, 0, stream>>>(p);
-  }
-  return cudaGetLastError();
+  auto launch = [&](auto kernel) {
+    // Per call (a host-side setting, cheap and allowed during graph capture): it belongs to the current device.
+    const cudaError_t attribute =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSlotBytes));
+    if (attribute != cudaSuccess) return attribute;
+    kernel<<<grid, kThreads, kSlotBytes, stream>>>(p);
+    return cudaGetLastError();
+  };
+  return p.dtype == DType::kFloat16 ? launch(small_matmul_kernel<__half>) : launch(small_matmul_kernel<__nv_bfloat16>);
 }
 
 }  // namespace densessm::kernels
