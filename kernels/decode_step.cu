@@ -126,9 +126,13 @@ __global__ void __launch_bounds__(kThreads) retention_prepare_kernel(RetentionPr
         const int64_t pair = base + int64_t{u} * kThreads;
         if (pair >= K / 2) continue;
         const int64_t c = 2 * pair;
-        double sin_theta, cos_theta;
-        sincos(position * angle[u], &sin_theta, &cos_theta);
-        const float sn = static_cast<float>(sin_theta), cs = static_cast<float>(cos_theta);
+        // The angle in float64 (position x frequency loses nothing there), brought into [-pi, pi] in
+        // float64, then sin and cos on the special-function unit (absolute error ~5e-7 on [-pi, pi]): the
+        // float64 sincos carries a slow path for large arguments (a local-memory stack frame).
+        constexpr double kTwoPi = 6.283185307179586;
+        const double theta = position * angle[u];
+        float sn, cs;
+        __sincosf(static_cast<float>(theta - kTwoPi * rint(theta / kTwoPi)), &sn, &cs);
         float kk[2], qq[2];
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
