@@ -90,6 +90,8 @@ case ${1:-} in
     build densessm_tests densessm-bench densessm-generate
     cuda_tests
     timeout 120 "$B/densessm-bench" retention 2>&1 | quiet | tee "$OUT/bench-retention.log" | tail -25
+    echo "== the two-pass forward (DENSESSM_RETENTION_FUSED=0):"
+    DENSESSM_RETENTION_FUSED=0 timeout 90 "$B/densessm-bench" retention --shapes train 2>&1 | quiet | tail -5
     timeout 90 "$B/densessm-bench" selective_scan --repeats 30 2>&1 | quiet | tee "$OUT/bench-scan.log" | tail -15
     timeout 60 "$B/densessm-bench" decode_matmul --device cuda 2>&1 | quiet | tee "$OUT/bench-decode-matmul.log" | tail -15
     stamp "operator benchmarks"
