@@ -1,5 +1,7 @@
 #include "decode_step.h"
 
+#include <cstdint>
+
 #include "device_math.cuh"
 
 namespace densessm::kernels {
@@ -186,6 +188,55 @@ __global__ void __launch_bounds__(kThreads) retention_prepare_kernel(RetentionPr
   }
 }
 
+// One output row n (of the parts laid end to end) per thread, for every token: the row's weights are read
+// once (16 bytes at a time when the rank allows), the SiLU of the first layers' outputs waits in shared
+// memory for all the tokens.
+constexpr int kTransitionThreads = 256;
+
+template <typename T, bool kVector>
+__global__ void __launch_bounds__(kTransitionThreads) transition_kernel(TransitionParams p) {
+  __shared__ float inner[2][kTransitionBatch][kTransitionRank];
+  // Tokens past `batch` get zeros: every accumulator below then stays finite, and only `batch` are stored.
+  for (int64_t i = threadIdx.x; i < p.parts * kTransitionBatch * p.rank; i += kTransitionThreads) {
+    const int64_t part = i / (kTransitionBatch * p.rank), b = i / p.rank % kTransitionBatch, j = i % p.rank;
+    inner[part][b][j] =
+        b < p.batch ? silu(to_float(static_cast<const T*>(p.y)[b * p.y_stride + p.offset[part] + j])) : 0.0f;
+  }
+  __syncthreads();
+  int64_t n = int64_t{blockIdx.x} * kTransitionThreads + threadIdx.x;
+  int part = 0;
+  if (n >= p.n[0]) {
+    n -= p.n[0];
+    part = 1;
+  }
+  if (part >= p.parts || n >= p.n[part]) return;
+  const T* w = static_cast<const T*>(p.weight[part]) + n * p.rank;
+  float acc[kTransitionBatch] = {};
+  if constexpr (kVector) {
+    for (int64_t j0 = 0; j0 < p.rank; j0 += 8) {
+      const uint4 packed = *reinterpret_cast<const uint4*>(w + j0);
+      const T* values = reinterpret_cast<const T*>(&packed);
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const float wj = to_float(values[u]);
+#pragma unroll
+        for (int b = 0; b < kTransitionBatch; ++b) acc[b] += wj * inner[part][b][j0 + u];
+      }
+    }
+  } else {
+    for (int64_t j = 0; j < p.rank; ++j) {
+      const float wj = to_float(w[j]);
+#pragma unroll
+      for (int b = 0; b < kTransitionBatch; ++b) acc[b] += wj * inner[part][b][j];
+    }
+  }
+  T* out = static_cast<T*>(p.out[part]);
+#pragma unroll
+  for (int b = 0; b < kTransitionBatch; ++b) {
+    if (b < p.batch) out[b * p.n[part] + n] = from_float<T>(acc[b]);
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads) retention_output_kernel(RetentionOutputParams p) {
   __shared__ float shared[kWarps];
@@ -258,6 +309,26 @@ cudaError_t retention_decode_prepare(const RetentionPrepareParams& p, cudaStream
   if (p.batch == 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>(p.batch), static_cast<unsigned>(1 + (p.value_dim + kSlice - 1) / kSlice));
   with_storage_type(p.dtype, [&](auto t) { retention_prepare_kernel<decltype(t)><<<grid, kThreads, 0, stream>>>(p); });
+  return cudaGetLastError();
+}
+
+cudaError_t transition_gates(const TransitionParams& p, cudaStream_t stream) {
+  if (p.batch < 1 || p.batch > kTransitionBatch || p.rank < 1 || p.rank > kTransitionRank || p.parts < 1 ||
+      p.parts > 2) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t rows = p.n[0] + (p.parts > 1 ? p.n[1] : 0);
+  if (rows == 0) return cudaSuccess;
+  bool vector = p.rank % 8 == 0;
+  for (int i = 0; i < p.parts; ++i) vector = vector && reinterpret_cast<uintptr_t>(p.weight[i]) % 16 == 0;
+  const unsigned grid = static_cast<unsigned>((rows + kTransitionThreads - 1) / kTransitionThreads);
+  with_storage_type(p.dtype, [&](auto t) {
+    if (vector) {
+      transition_kernel<decltype(t), true><<<grid, kTransitionThreads, 0, stream>>>(p);
+    } else {
+      transition_kernel<decltype(t), false><<<grid, kTransitionThreads, 0, stream>>>(p);
+    }
+  });
   return cudaGetLastError();
 }
 

@@ -151,7 +151,7 @@ torch::Tensor MambaBlockImpl::decode_step(torch::Tensor h, const std::vector<Den
   torch::Tensor gate, earlier;
   if (x_select && index_ > 0 && !previous.empty()) {
     const int64_t r = x_select->fc1->weight.size(0);
-    gate = cuda::small_matmul(torch::silu(y.narrow(1, 2 * I, r)), x_select->fc2->weight);  // (B, I), before its SiLU
+    gate = cuda::transition_gates(y, 2 * I, r, {x_select->fc2->weight})[0];  // (B, I), before its SiLU
     earlier = previous[0].at(0);
     for (size_t i = 1; i < previous.size(); ++i) earlier = earlier + previous[i].at(0);
   }

@@ -163,9 +163,10 @@ torch::Tensor RetentionBlockImpl::decode_step(torch::Tensor h, const std::vector
   args.value_dim = E;
   if (k_select && index_ > 0 && !previous.empty()) {
     const int64_t r = k_select->fc1->weight.size(0);
-    auto inner = torch::silu(args.y.narrow(1, 2 * K + 2 * E, 2 * r));  // (B, 2 r)
-    args.k_gate = cuda::small_matmul(inner.narrow(1, 0, r), k_select->fc2->weight);  // (B, K), before its SiLU
-    args.v_gate = cuda::small_matmul(inner.narrow(1, r, r), v_select->fc2->weight);  // (B, E)
+    // (B, K) and (B, E), before the gates' own SiLU
+    auto gates = cuda::transition_gates(args.y, 2 * K + 2 * E, r, {k_select->fc2->weight, v_select->fc2->weight});
+    args.k_gate = gates[0];
+    args.v_gate = gates[1];
     args.previous_k = previous[0].at(0);
     args.previous_v = previous[0].at(1);
     for (size_t i = 1; i < previous.size(); ++i) {  // gate * a + gate * b = gate * (a + b)

@@ -54,6 +54,44 @@ torch::Tensor small_matmul(const torch::Tensor& x, const torch::Tensor& w, const
   return into.defined() ? out.addmm_(x, weight.t()) : torch::mm(x, weight.t());
 }
 
+std::vector<torch::Tensor> transition_gates(const torch::Tensor& y, int64_t offset, int64_t rank,
+                                            const std::vector<torch::Tensor>& weights) {
+  const c10::cuda::CUDAGuard guard(y.device());
+  const auto dtype = y.scalar_type();
+  const int64_t B = y.size(0), parts = static_cast<int64_t>(weights.size());
+  check_rows(y, "the input projection", dtype);
+  TORCH_CHECK(parts >= 1 && parts <= 2 && y.size(1) >= offset + parts * rank, "fused decode: the input projection ",
+              y.sizes(), " does not hold ", parts, " transition inputs of ", rank, " columns at ", offset);
+  std::vector<torch::Tensor> out;
+  for (const auto& w : weights) {
+    TORCH_CHECK(w.dim() == 2 && w.size(1) == rank && w.scalar_type() == dtype && w.is_contiguous(),
+                "fused decode: a transition weight ", w.sizes(), " (", w.scalar_type(), ") is not (n, ", rank,
+                ") contiguous ", dtype);
+    out.push_back(torch::empty({B, w.size(0)}, y.options()));
+  }
+  if (kernel_dtype_supported(dtype) && B <= kernels::kTransitionBatch && rank <= kernels::kTransitionRank) {
+    kernels::TransitionParams p{};
+    p.y = y.data_ptr();
+    for (int64_t i = 0; i < parts; ++i) {
+      p.weight[i] = weights[i].data_ptr();
+      p.out[i] = out[i].data_ptr();
+      p.offset[i] = offset + i * rank;
+      p.n[i] = weights[i].size(0);
+    }
+    p.parts = static_cast<int>(parts);
+    p.batch = B;
+    p.y_stride = y.stride(0);
+    p.rank = rank;
+    p.dtype = kernel_dtype(dtype);
+    check(kernels::transition_gates(p, stream()), "transition_gates");
+    return out;
+  }
+  for (int64_t i = 0; i < parts; ++i) {
+    out[i] = torch::mm(torch::silu(y.narrow(1, offset + i * rank, rank)), weights[i].t());
+  }
+  return out;
+}
+
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
   const c10::cuda::CUDAGuard guard(x.device());
   const auto dtype = x.scalar_type();
