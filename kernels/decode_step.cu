@@ -213,11 +213,12 @@ __global__ void __launch_bounds__(kTransitionThreads) transition_kernel(Transiti
   const T* w = static_cast<const T*>(p.weight[part]) + n * p.rank;
   float acc[kTransitionBatch] = {};
   if constexpr (kVector) {
-    for (int64_t j0 = 0; j0 < p.rank; j0 += 8) {
+    constexpr int kWidth = static_cast<int>(sizeof(uint4) / sizeof(T));  // 8 halves or 4 floats
+    for (int64_t j0 = 0; j0 < p.rank; j0 += kWidth) {
       const uint4 packed = *reinterpret_cast<const uint4*>(w + j0);
       const T* values = reinterpret_cast<const T*>(&packed);
 #pragma unroll
-      for (int u = 0; u < 8; ++u) {
+      for (int u = 0; u < kWidth; ++u) {
         const float wj = to_float(values[u]);
 #pragma unroll
         for (int b = 0; b < kTransitionBatch; ++b) acc[b] += wj * inner[part][b][j0 + u];
