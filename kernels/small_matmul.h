@@ -17,8 +17,8 @@ namespace densessm::kernels {
 constexpr int64_t kSmallMatmulRows = 8;
 
 /// out[m, n] = sum_k x[m, k] w[n, k] (+ out[m, n] when accumulate), m < rows <= 8, float32 accumulation.
-/// float16 or bfloat16; k a multiple of 8; x's rows, w and out 16-byte aligned with x_stride a multiple
-/// of 8 (small_matmul_supported says whether a call qualifies).
+/// float16 or bfloat16; k a multiple of 8; x's rows and w 16-byte aligned with x_stride a multiple of 8
+/// (small_matmul_supported says whether a call qualifies); out has no alignment requirement.
 struct SmallMatmulParams {
   const void* x;  // (rows, k), row r at x + r * x_stride
   const void* w;  // (n, k) contiguous

@@ -182,6 +182,12 @@ TEST_F(FusedDecodeKernel, TransitionGatesMatchTheFloat64Reference) {
           const auto exact = torch::mm(torch::silu(y64.narrow(1, offset + i * rank, rank)), cpu64(i == 0 ? w0 : w1).t());
           EXPECT_LT(relative_error(gates[i], exact), tolerance(dtype)) << "part " << i;
         }
+        // One part, as the Mamba block calls it.
+        const auto single = cuda::transition_gates(y, offset, rank, {w1});
+        ASSERT_EQ(single.size(), 1u);
+        EXPECT_LT(relative_error(single[0], torch::mm(torch::silu(y64.narrow(1, offset, rank)), cpu64(w1).t())),
+                  tolerance(dtype))
+            << "one part";
       }
     }
   }

@@ -183,8 +183,10 @@ TEST_F(ChunkRetentionKernel, FusedAndTwoPassForwardsMatchTheReference) {
   const bool hopper = at::cuda::getCurrentDeviceProperties()->major >= 9;
   std::vector<Shape> shapes = kSmallShapes;
   shapes.insert(shapes.end(), kConfigShapes.begin(), kConfigShapes.end());
-  // Many chunks through the carried state, and a dk past the fused kernel's limit.
-  for (const Shape& s : {Shape{2, 2, 517, 128, 128}, Shape{1, 1, 200, 320, 1280}, Shape{1, 2, 70, 336, 64}})
+  // Many chunks through the carried state, odd head dimensions (rows that are not whole 16-byte vectors,
+  // stores one column at a time), and a dk past the fused kernel's limit.
+  for (const Shape& s : {Shape{2, 2, 517, 128, 128}, Shape{1, 1, 200, 320, 1280}, Shape{2, 1, 70, 17, 33},
+                         Shape{1, 2, 70, 336, 64}})
     shapes.push_back(s);
   for (auto dtype : {torch::kHalf, torch::kBFloat16}) {
     for (const Shape& s : shapes) {

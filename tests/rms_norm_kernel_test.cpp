@@ -34,7 +34,8 @@ TEST_F(RmsNormKernel, ForwardAndBackwardMatchTheFloat64Reference) {
       {torch::kFloat, torch::kFloat},  {torch::kHalf, torch::kHalf}, {torch::kBFloat16, torch::kBFloat16},
       {torch::kHalf, torch::kFloat},   {torch::kBFloat16, torch::kFloat}};
   const std::vector<std::vector<int64_t>> shapes{{1, 16}, {7, 64}, {2, 3, 320}, {33, 1280}, {5, 2560},
-                                                 {3, 5120}, {2, 8192}, {4, 257}};
+                                                 {3, 5120}, {2, 8192}, {4, 257},
+                                                 {3000, 64}};  // more rows than backward blocks: a block takes several
   for (const auto& [dtype, weight_dtype] : pairs) {
     for (const auto& shape : shapes) {
       SCOPED_TRACE(std::string(c10::toString(dtype)) + " x, " + c10::toString(weight_dtype) + " weight, shape " +
