@@ -91,9 +91,18 @@ class CausalLMImpl : public torch::nn::Module {
   int64_t num_parameters() const;
 
  private:
+  /// One block's call in through_blocks: (layer, h, the earlier blocks' hidden states, this block's) -> h.
+  using BlockCall = std::function<torch::Tensor(int64_t, const torch::Tensor&, const std::vector<DenseHidden>&,
+                                                DenseHidden&)>;
+  /// h through every block in order, each handed the hidden states of up to m earlier blocks (most recent
+  /// first): the dense connection's bookkeeping, shared by forward() and the fused step.
+  torch::Tensor through_blocks(torch::Tensor h, const BlockCall& call);
+  torch::Tensor vocabulary(const torch::Tensor& x);  ///< normalised h -> logits
   torch::Tensor logits(const torch::Tensor& h);
   torch::Tensor fused_step(const torch::Tensor& tokens, DecodeState& state);
-  void check_token_range(const torch::Tensor& tokens) const;
+  /// int64/int32 ids, and with `range` in [0, V) (a host sync); errors name `caller`.
+  void check_token_ids(const torch::Tensor& tokens, const char* caller, bool range) const;
+  void check_state(const DecodeState& state, int64_t batch, const char* caller) const;
   torch::Device device() const;
   torch::ScalarType dtype() const;
 

@@ -49,46 +49,59 @@ int64_t CausalLMImpl::num_parameters() const {
   return total;
 }
 
-torch::Tensor CausalLMImpl::logits(const torch::Tensor& h) {
-  auto x = norm_(h);
+torch::Tensor CausalLMImpl::vocabulary(const torch::Tensor& x) {
   return lm_head_ ? lm_head_(x) : torch::nn::functional::linear(x, embed_tokens_->weight);
 }
 
-torch::Tensor CausalLMImpl::forward(const torch::Tensor& tokens, DecodeState* state, const ForwardOptions& options) {
-  TORCH_CHECK(tokens.dim() == 2, "forward: tokens must be (batch, time), got ", tokens.sizes());
-  TORCH_CHECK(tokens.size(1) > 0, "forward: empty sequence");
-  TORCH_CHECK(tokens.scalar_type() == torch::kLong || tokens.scalar_type() == torch::kInt,
-              "forward: tokens must be int64 or int32, got ", tokens.scalar_type());
-  const int64_t B = tokens.size(0), T = tokens.size(1);
-  if (options.check_tokens) check_token_range(tokens);
-  if (state != nullptr) {
-    TORCH_CHECK(state->batch_size() == B && static_cast<int64_t>(state->layers.size()) == num_layers(),
-                "forward: the decode state holds ", state->batch_size(), " sequences and ", state->layers.size(),
-                " layers; the call has ", B, " sequences for a model of ", num_layers(), " layers");
-  }
-  const auto position = state ? state->position.to(device()) : torch::zeros({B}, torch::TensorOptions().dtype(torch::kLong).device(device()));
+torch::Tensor CausalLMImpl::logits(const torch::Tensor& h) { return vocabulary(norm_(h)); }
 
-  auto h = embed_tokens_(tokens.to(device(), torch::kLong));  // (B, T, D)
+void CausalLMImpl::check_token_ids(const torch::Tensor& tokens, const char* caller, bool range) const {
+  TORCH_CHECK(tokens.scalar_type() == torch::kLong || tokens.scalar_type() == torch::kInt, caller,
+              ": tokens must be int64 or int32, got ", tokens.scalar_type());
+  if (!range) return;
+  const int64_t low = tokens.min().item<int64_t>(), high = tokens.max().item<int64_t>();
+  TORCH_CHECK(low >= 0 && high < config_.vocab_size, caller, ": token ids must be in [0, ", config_.vocab_size,
+              "), got values in [", low, ", ", high, "]");
+}
+
+void CausalLMImpl::check_state(const DecodeState& state, int64_t batch, const char* caller) const {
+  TORCH_CHECK(state.batch_size() == batch && static_cast<int64_t>(state.layers.size()) == num_layers(), caller,
+              ": the decode state holds ", state.batch_size(), " sequences and ", state.layers.size(),
+              " layers; the call has ", batch, " sequences for a model of ", num_layers(), " layers");
+}
+
+torch::Tensor CausalLMImpl::through_blocks(torch::Tensor h, const BlockCall& call) {
   std::deque<DenseHidden> recent;  // the last m blocks' hidden states, most recent first
   const auto m = static_cast<size_t>(config_.dense_block_layers);
   for (int64_t i = 0; i < num_layers(); ++i) {
     DenseHidden hidden;
-    std::vector<DenseHidden> previous(recent.begin(), recent.end());
-    h = blocks_[i]->forward(h, previous, hidden, state ? &state->layers[i] : nullptr, position, options);
-    if (options.on_hidden) options.on_hidden(i, hidden);
+    const std::vector<DenseHidden> previous(recent.begin(), recent.end());
+    h = call(i, h, previous, hidden);
     if (m > 0) {
       recent.push_front(std::move(hidden));
       if (recent.size() > m) recent.pop_back();
     }
   }
-  if (state != nullptr) state->position = position + T;
-  return logits(options.last_logits_only ? h.narrow(1, T - 1, 1) : h);
+  return h;
 }
 
-void CausalLMImpl::check_token_range(const torch::Tensor& tokens) const {
-  const int64_t low = tokens.min().item<int64_t>(), high = tokens.max().item<int64_t>();
-  TORCH_CHECK(low >= 0 && high < config_.vocab_size, "forward: token ids must be in [0, ", config_.vocab_size,
-              "), got values in [", low, ", ", high, "]");
+torch::Tensor CausalLMImpl::forward(const torch::Tensor& tokens, DecodeState* state, const ForwardOptions& options) {
+  TORCH_CHECK(tokens.dim() == 2, "forward: tokens must be (batch, time), got ", tokens.sizes());
+  TORCH_CHECK(tokens.size(1) > 0, "forward: empty sequence");
+  check_token_ids(tokens, "forward", options.check_tokens);
+  const int64_t B = tokens.size(0), T = tokens.size(1);
+  if (state != nullptr) check_state(*state, B, "forward");
+  const auto position = state ? state->position.to(device()) : torch::zeros({B}, torch::TensorOptions().dtype(torch::kLong).device(device()));
+
+  auto h = embed_tokens_(tokens.to(device(), torch::kLong));  // (B, T, D)
+  h = through_blocks(h, [&](int64_t i, const torch::Tensor& x, const std::vector<DenseHidden>& previous,
+                            DenseHidden& hidden) {
+    auto out = blocks_[i]->forward(x, previous, hidden, state ? &state->layers[i] : nullptr, position, options);
+    if (options.on_hidden) options.on_hidden(i, hidden);
+    return out;
+  });
+  if (state != nullptr) state->position = position + T;
+  return logits(options.last_logits_only ? h.narrow(1, T - 1, 1) : h);
 }
 
 bool CausalLMImpl::fused_decoding() const {
@@ -100,39 +113,26 @@ bool CausalLMImpl::fused_decoding() const {
 }
 
 torch::Tensor CausalLMImpl::fused_step(const torch::Tensor& tokens, DecodeState& state) {
-  const int64_t B = tokens.size(0);
-  TORCH_CHECK(state.batch_size() == B && static_cast<int64_t>(state.layers.size()) == num_layers(), "step: the decode state holds ",
-              state.batch_size(), " sequences and ", state.layers.size(), " layers; the call has ", B,
-              " sequences for a model of ", num_layers(), " layers");
+  check_state(state, tokens.size(0), "step");
   const auto position = state.position.to(device(), torch::kLong).contiguous();
   auto h = embed_tokens_(tokens.to(device(), torch::kLong));  // (B, D)
-  std::deque<DenseHidden> recent;  // the last m blocks' hidden states, most recent first
-  const auto m = static_cast<size_t>(config_.dense_block_layers);
-  for (int64_t i = 0; i < num_layers(); ++i) {
-    DenseHidden hidden;
-    std::vector<DenseHidden> previous(recent.begin(), recent.end());
-    h = blocks_[i]->decode_step(h, previous, hidden, state.layers[i], position);
-    if (m > 0) {
-      recent.push_front(std::move(hidden));
-      if (recent.size() > m) recent.pop_back();
-    }
-  }
+  h = through_blocks(h, [&](int64_t i, const torch::Tensor& x, const std::vector<DenseHidden>& previous,
+                            DenseHidden& hidden) {
+    return blocks_[i]->decode_step(x, previous, hidden, state.layers[i], position);
+  });
   state.position = position + 1;
 #ifdef DENSESSM_WITH_CUDA
-  auto x = cuda::rms_norm(h, norm_->weight, norm_->eps());
-  return cuda::small_matmul(x, lm_head_ ? lm_head_->weight : embed_tokens_->weight);
+  return cuda::small_matmul(cuda::rms_norm(h, norm_->weight, norm_->eps()),
+                            lm_head_ ? lm_head_->weight : embed_tokens_->weight);
 #else
-  auto x = norm_(h);
-  return torch::mm(x, (lm_head_ ? lm_head_->weight : embed_tokens_->weight).t());
+  return logits(h);
 #endif
 }
 
 torch::Tensor CausalLMImpl::step(const torch::Tensor& tokens, DecodeState& state, bool check_tokens) {
   TORCH_CHECK(tokens.dim() == 1, "step: tokens must be (batch), got ", tokens.sizes());
   if (fused_decoding()) {
-    TORCH_CHECK(tokens.scalar_type() == torch::kLong || tokens.scalar_type() == torch::kInt,
-                "step: tokens must be int64 or int32, got ", tokens.scalar_type());
-    if (check_tokens) check_token_range(tokens);
+    check_token_ids(tokens, "step", check_tokens);
     return fused_step(tokens, state);
   }
   ForwardOptions options;

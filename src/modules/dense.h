@@ -22,6 +22,10 @@ class SelectiveTransitionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(SelectiveTransition);
 
+/// The sum over the earlier blocks of their hidden state number `part` (each block's hidden states are a
+/// DenseHidden): what the fused decode kernels take, as gate * a + gate * b = gate * (a + b).
+torch::Tensor sum_of_hidden(const std::vector<std::vector<torch::Tensor>>& previous, size_t part);
+
 /// Hidden fusion: norm(current + sum_j gate * previous_j). All tensors (B, T, width).
 torch::Tensor hidden_fusion(const torch::Tensor& current, const torch::Tensor& gate,
                             const std::vector<torch::Tensor>& previous, RMSNorm& norm);

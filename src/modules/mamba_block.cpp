@@ -152,8 +152,7 @@ torch::Tensor MambaBlockImpl::decode_step(torch::Tensor h, const std::vector<Den
   if (x_select && index_ > 0 && !previous.empty()) {
     const int64_t r = x_select->fc1->weight.size(0);
     gate = cuda::transition_gates(y, 2 * I, r, {x_select->fc2->weight})[0];  // (B, I), before its SiLU
-    earlier = previous[0].at(0);
-    for (size_t i = 1; i < previous.size(); ++i) earlier = earlier + previous[i].at(0);
+    earlier = sum_of_hidden(previous, 0);
   }
   if (!state.conv.defined() || !state.ssm.defined()) state = initial_state(h.size(0), h.device(), h.scalar_type());
   if (state.conv.scalar_type() != h.scalar_type() || !state.conv.is_contiguous()) {

@@ -167,12 +167,8 @@ torch::Tensor RetentionBlockImpl::decode_step(torch::Tensor h, const std::vector
     auto gates = cuda::transition_gates(args.y, 2 * K + 2 * E, r, {k_select->fc2->weight, v_select->fc2->weight});
     args.k_gate = gates[0];
     args.v_gate = gates[1];
-    args.previous_k = previous[0].at(0);
-    args.previous_v = previous[0].at(1);
-    for (size_t i = 1; i < previous.size(); ++i) {  // gate * a + gate * b = gate * (a + b)
-      args.previous_k = args.previous_k + previous[i].at(0);
-      args.previous_v = args.previous_v + previous[i].at(1);
-    }
+    args.previous_k = sum_of_hidden(previous, 0);
+    args.previous_v = sum_of_hidden(previous, 1);
     args.k_norm = k_norm->weight;
     args.v_norm = v_norm->weight;
     args.eps = k_norm->eps();
