@@ -6,8 +6,9 @@
 #   bash tools/gpu_stages.sh profile   build; the longest kernels of a training step and of a decode step
 #                                      (densessm-train / densessm-generate --profile) for both families
 #   bash tools/gpu_stages.sh parity    build; import parity against transformers and the reference code
-#   bash tools/gpu_stages.sh kernels   build; every CUDA test case; the operator benchmarks; the generation
-#                                      speed mode of the four large models
+#   bash tools/gpu_stages.sh kernels   build; every CUDA test case; the operator benchmarks (SCAN=0: not the
+#                                      scan's); the generation speed mode of MODELS (default the four large
+#                                      ones), and of AB_MODELS with DENSESSM_SMALL_MATMUL=0
 #   bash tools/gpu_stages.sh sanitize  compute-sanitizer memcheck and racecheck on the kernels' tests
 #   bash tools/gpu_stages.sh decode    build; every CUDA test case; the generation speed mode (kernels on)
 #                                      for the four large models and a profile of the DenseRetNet step
@@ -92,11 +93,17 @@ case ${1:-} in
     timeout 120 "$B/densessm-bench" retention 2>&1 | quiet | tee "$OUT/bench-retention.log" | tail -25
     echo "== the two-pass forward (DENSESSM_RETENTION_FUSED=0):"
     DENSESSM_RETENTION_FUSED=0 timeout 90 "$B/densessm-bench" retention --shapes train 2>&1 | quiet | tail -5
-    timeout 90 "$B/densessm-bench" selective_scan --repeats 30 2>&1 | quiet | tee "$OUT/bench-scan.log" | tail -15
+    if [[ ${SCAN:-1} != 0 ]]; then
+      timeout 90 "$B/densessm-bench" selective_scan --repeats 30 2>&1 | quiet | tee "$OUT/bench-scan.log" | tail -15
+    fi
     timeout 60 "$B/densessm-bench" decode_matmul --device cuda 2>&1 | quiet | tee "$OUT/bench-decode-matmul.log" | tail -15
     stamp "operator benchmarks"
     for config in ${MODELS:-dense-retnet-1.3b retnet-1.3b dense-mamba-1.4b mamba-1.4b}; do
       generate_bench kernels --config "configs/$config.json"
+    done
+    # A/B: every decode product on cuBLAS instead of the small-matmul kernel.
+    for config in ${AB_MODELS:-dense-retnet-1.3b}; do
+      DENSESSM_SMALL_MATMUL=0 generate_bench cublas-products --config "configs/$config.json"
     done
     stamp "generation, kernels"
     quiet < "$OUT/generate-bench.log" | grep -E '^(2048|==)'

@@ -1,5 +1,8 @@
 #include "ops/cuda/decode_cuda.h"
 
+#include <cstdlib>
+#include <string>
+
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/torch.h>
@@ -14,6 +17,15 @@ namespace densessm::cuda {
 namespace {
 
 cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }
+
+// DENSESSM_SMALL_MATMUL=0 in the environment sends every decode product to cuBLAS (for A/B measurements).
+bool small_matmul_enabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("DENSESSM_SMALL_MATMUL");
+    return value == nullptr || std::string(value) != "0";
+  }();
+  return enabled;
+}
 
 // A matrix whose rows the kernels read in place: 2-D, unit stride along the row, of `dtype`.
 void check_rows(const torch::Tensor& t, const char* name, torch::ScalarType dtype) {
@@ -43,7 +55,7 @@ torch::Tensor small_matmul(const torch::Tensor& x, const torch::Tensor& w, const
   if (into.defined()) check_dense(into, "the sum", dtype, M * N);
   auto out = into.defined() ? into : torch::empty({M, N}, x.options());
   const auto weight = w.contiguous();
-  if (kernel_dtype_supported(dtype)) {
+  if (small_matmul_enabled() && kernel_dtype_supported(dtype)) {
     const kernels::SmallMatmulParams p{x.data_ptr(), weight.data_ptr(), out.data_ptr(), M, N, K, x.stride(0), N,
                                        into.defined(), kernel_dtype(dtype)};
     if (kernels::small_matmul_supported(p)) {
