@@ -18,7 +18,8 @@ namespace {
 
 cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }
 
-// DENSESSM_SMALL_MATMUL=0 in the environment sends every decode product to cuBLAS (for A/B measurements).
+// DENSESSM_SMALL_MATMUL=0 in the environment sends every decode product to cuBLAS (for A/B measurements);
+// otherwise the kernel takes the products it is faster at (kernels::small_matmul_preferred).
 bool small_matmul_enabled() {
   static const bool enabled = [] {
     const char* value = std::getenv("DENSESSM_SMALL_MATMUL");
@@ -58,7 +59,7 @@ torch::Tensor small_matmul(const torch::Tensor& x, const torch::Tensor& w, const
   if (small_matmul_enabled() && kernel_dtype_supported(dtype)) {
     const kernels::SmallMatmulParams p{x.data_ptr(), weight.data_ptr(), out.data_ptr(), M, N, K, x.stride(0), N,
                                        into.defined(), kernel_dtype(dtype)};
-    if (kernels::small_matmul_supported(p)) {
+    if (kernels::small_matmul_preferred(p)) {
       check(kernels::small_matmul(p, stream()), "small_matmul");
       return out;
     }
