@@ -25,7 +25,7 @@ namespace cg = cooperative_groups;
 #define DENSESSM_SMALL_MATMUL_WARPS 4
 #endif
 #ifndef DENSESSM_SMALL_MATMUL_STAGES
-#define DENSESSM_SMALL_MATMUL_STAGES 6
+#define DENSESSM_SMALL_MATMUL_STAGES 8
 #endif
 constexpr int kWarps = DENSESSM_SMALL_MATMUL_WARPS;
 constexpr int kStages = DENSESSM_SMALL_MATMUL_STAGES;
@@ -144,13 +144,14 @@ int multiprocessors() {
   return count;
 }
 
-// Splitting the depth pays while the column blocks are too few to give every SM work (a 2560-wide output
-// is 160 blocks for 132 SMs): the smallest split that makes 1.5 blocks per SM, within kMinStepsPerWarp steps
-// per warp. Measured in a CUDA graph on the H200 (tools/small_matmul_probe.sh), splitting wide outputs
-// further only costs (the cluster's sum, x read once more per block).
+// Splitting the depth pays only when the column blocks are too few to reach most SMs at all (a 160-wide
+// output is 10 blocks): the smallest split that makes a block for every fourth SM, within kMinStepsPerWarp
+// steps per warp. Measured in a CUDA graph on the H200 (tools/small_matmul_probe.sh, SWEEP=1): from 128
+// column blocks up, every split costs more (the cluster's sum, x read once more per block) than the
+// better spread gains.
 int choose_split(int64_t column_blocks, int64_t steps, int sms) {
   int split = 1;
-  while (split < kSmallMatmulMaxSplit && 2 * column_blocks * split < 3 * int64_t{sms} &&
+  while (split < kSmallMatmulMaxSplit && 4 * column_blocks * split < sms &&
          steps >= (split + 1) * kWarps * kMinStepsPerWarp) {
     ++split;
   }

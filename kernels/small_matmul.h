@@ -35,9 +35,10 @@ struct SmallMatmulParams {
 constexpr int kSmallMatmulMaxSplit = 8;
 bool small_matmul_supported(const SmallMatmulParams& p);
 /// Whether this kernel beats cuBLAS at p's shape: supported, and fewer than two 16-column blocks per SM.
-/// In a CUDA graph on the H200 cuBLAS streams wide outputs at 3.3-4 TB/s (2560 -> 12960 in 20 us, 2560 ->
-/// 32000 in 41 us) against this kernel's 2.8-3.3; narrow ones it leaves at 1.8-2.3 TB/s, where this kernel
-/// with a split depth is 10-45% faster (4096 -> 2048: 6.6 against 9.4 us; 4096 -> 160: 3.5 against 6.2).
+/// In a CUDA graph on the H200 (float16, 6 rows) cuBLAS streams wide outputs at 3.3-4 TB/s (2560 -> 12960
+/// in 20 us, 2560 -> 32000 in 41 us), faster than this kernel; narrow ones it leaves at 1.8-2.3 TB/s, where
+/// this kernel is 10-40% faster (5120 -> 2560: 9.9 against 11.5 us; 4096 -> 2048: 7.3 against 9.4;
+/// 4096 -> 160: 3.7 against 6.2).
 bool small_matmul_preferred(const SmallMatmulParams& p);
 cudaError_t small_matmul(const SmallMatmulParams& p, cudaStream_t stream);
 

@@ -48,6 +48,43 @@ TEST_F(SmallMatmulKernel, MatchesTheFloat64Product) {
   }
 }
 
+// The depth split between the blocks of a cluster, every split the kernel takes (including more blocks than
+// the depth has steps for, whose warps then have nothing to add): the sum equals the float64 product, into
+// NaN-poisoned outputs and into a running sum.
+TEST_F(SmallMatmulKernel, SplitDepthsSumToTheProduct) {
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  for (const auto dtype : {torch::kHalf, torch::kBFloat16}) {
+    for (const int64_t M : {1, 6}) {
+      for (const auto& [K, N] : {std::pair<int64_t, int64_t>{136, 15}, {2560, 160}, {4096, 33}, {5120, 1000}}) {
+        const auto x = torch::randn({M, K}, cuda.dtype(dtype));
+        const auto w = torch::randn({N, K}, cuda.dtype(dtype)) / std::sqrt(static_cast<double>(K));
+        const auto exact = torch::mm(cpu64(x), cpu64(w).t());
+        for (int split = 1; split <= kernels::kSmallMatmulMaxSplit; ++split) {
+          SCOPED_TRACE(std::string(c10::toString(dtype)) + " M " + std::to_string(M) + " K " + std::to_string(K) +
+                       " N " + std::to_string(N) + " split " + std::to_string(split));
+          auto out = poisoned({M, N}, dtype);
+          kernels::SmallMatmulParams p{x.data_ptr(), w.data_ptr(), out.data_ptr(), M, N, K, K, N, false,
+                                       kernel_dtype(dtype), split};
+          ASSERT_EQ(kernels::small_matmul(p, stream), cudaSuccess);
+          EXPECT_LT(relative_error(out, exact), tolerance(dtype));
+          const auto start = torch::randn({M, N}, cuda.dtype(dtype));
+          auto sum = start.clone();
+          p.out = sum.data_ptr();
+          p.accumulate = true;
+          ASSERT_EQ(kernels::small_matmul(p, stream), cudaSuccess);
+          EXPECT_LT(relative_error(sum, cpu64(start) + exact), tolerance(dtype));
+        }
+      }
+    }
+  }
+  // Out of range: no launch.
+  const auto x = torch::randn({2, 64}, cuda.dtype(torch::kHalf)), w = torch::randn({16, 64}, cuda.dtype(torch::kHalf));
+  const kernels::SmallMatmulParams p{x.data_ptr(), w.data_ptr(), nullptr, 2, 16, 64, 64, 16, false,
+                                     kernels::DType::kFloat16, kernels::kSmallMatmulMaxSplit + 1};
+  EXPECT_FALSE(kernels::small_matmul_supported(p));
+}
+
 // Every output element is written: outputs start as NaN and none may remain.
 TEST_F(SmallMatmulKernel, WritesEveryOutput) {
   const auto cuda = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kHalf);

@@ -10,8 +10,10 @@
 #                                      scan's); the generation speed mode of MODELS (default the four large
 #                                      ones), and of AB_MODELS with DENSESSM_SMALL_MATMUL=0
 #   bash tools/gpu_stages.sh sanitize  compute-sanitizer memcheck and racecheck on the kernels' tests
-#   bash tools/gpu_stages.sh decode    build; every CUDA test case; the generation speed mode (kernels on)
-#                                      for the four large models and a profile of the DenseRetNet step
+#   bash tools/gpu_stages.sh decode    build; every CUDA test case; the decode products; the generation speed
+#                                      mode (kernels on) for MODELS, AB_MODELS with cuBLAS products, and a
+#                                      profile of the DenseRetNet step
+#   bash tools/gpu_stages.sh check     (warm, after decode) sanitize, then the 1.3-1.4 B training benchmark
 # On an nvidia-h200-x2, three chained calls:
 #   bash tools/gpu_stages.sh start     build; the dense-vs-plain experiment (docs/RESULTS.md) in the
 #                                      background on GPU 1; CUDA tests and the training benchmark (kernels on
@@ -72,18 +74,32 @@ case ${1:-} in
     quiet < "$OUT/train-bench.log" | head -40
     ;;
   decode)
-    # The decode step's kernels: their tests, the speed mode of the four 1.3-1.4 B models, and a profile of
-    # the DenseRetNet step (the longest kernels of a CUDA-graph step).
-    build densessm_tests densessm-generate
+    # The decode step's kernels: their tests, the decode products against cuBLAS, the speed mode of MODELS
+    # (default the four 1.3-1.4 B models; AB_MODELS again with DENSESSM_SMALL_MATMUL=0) and a profile of the
+    # DenseRetNet step (the longest kernels of a CUDA-graph step). Builds densessm-train too, for `check`.
+    build densessm_tests densessm-generate densessm-bench densessm-train
     cuda_tests
+    timeout 60 "$B/densessm-bench" decode_matmul --device cuda 2>&1 | quiet | tee "$OUT/bench-decode-matmul.log" | tail -14
     for config in ${MODELS:-dense-retnet-1.3b retnet-1.3b dense-mamba-1.4b mamba-1.4b}; do
       generate_bench kernels --config "configs/$config.json"
     done
+    for config in ${AB_MODELS:-}; do
+      DENSESSM_SMALL_MATMUL=0 generate_bench cublas-products --config "configs/$config.json"
+    done
     stamp "generation, kernels"
-    quiet < "$OUT/generate-bench.log" | grep -vE '^\s*$' | head -60
+    quiet < "$OUT/generate-bench.log" | grep -E '^(2048|==)'
     timeout 90 "$B/densessm-generate" --benchmark --device cuda --dtype fp16 --lengths 128 \
-      --config configs/dense-retnet-1.3b.json --profile /tmp/decode.trace.json 2>&1 | quiet | tail -30
+      --config configs/dense-retnet-1.3b.json --profile /tmp/decode.trace.json 2>&1 | quiet | tail -${PROFILE_LINES:-30}
     stamp "decode profiled"
+    ;;
+  check)
+    # On the machine a `decode` or `kernels` call left warm: compute-sanitizer on GTEST_FILTER's kernel tests,
+    # then the DenseRetNet and DenseMamba training benchmark.
+    bash "$0" sanitize
+    train_bench kernels --model configs/dense-retnet-1.3b.json --batch 4,8
+    train_bench kernels --model configs/dense-mamba-1.4b.json --batch 4,8
+    stamp "training benchmark"
+    quiet < "$OUT/train-bench.log" | grep -vE '^\s*$' | head -40
     ;;
   kernels)
     # Everything a kernel change needs: every CUDA test case, the operator benchmarks and the generation
