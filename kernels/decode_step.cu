@@ -188,53 +188,93 @@ __global__ void __launch_bounds__(kThreads) retention_prepare_kernel(RetentionPr
   }
 }
 
-// One output row n (of the parts laid end to end) per thread, for every token: the row's weights are read
-// once (16 bytes at a time when the rank allows), the SiLU of the first layers' outputs waits in shared
-// memory for all the tokens.
-constexpr int kTransitionThreads = 256;
+// One output row n (of the parts laid end to end) per thread, for every token. The loads of a row's weights
+// are all issued before the first product (kTransitionChunk 16-byte loads at a time), and so are a thread's
+// loads of the first layers' outputs: a loop that waited on one load per turn made the kernel a chain of L2
+// latencies (7.8 us for 1 MB of weights at batch 6). The SiLU of those outputs waits in shared memory with
+// the tokens innermost, two float4 reads per depth. Small blocks spread the rows over more SMs. The parts'
+// parameters are picked with constant indices (a runtime index put the parameter struct on the stack).
+constexpr int kTransitionThreads = 128;
+constexpr int kTransitionChunk = 16;  // 16-byte loads of a row in flight at once (a rank of 128 halves)
+constexpr int kTransitionPrologue = 8;  // loads of the first layers' outputs in flight per thread
+
+template <typename T>
+__device__ __forceinline__ void transition_madd(float (&acc)[kTransitionBatch], float w, const float* in) {
+  const float4 low = *reinterpret_cast<const float4*>(in), high = *reinterpret_cast<const float4*>(in + 4);
+  acc[0] += w * low.x;
+  acc[1] += w * low.y;
+  acc[2] += w * low.z;
+  acc[3] += w * low.w;
+  acc[4] += w * high.x;
+  acc[5] += w * high.y;
+  acc[6] += w * high.z;
+  acc[7] += w * high.w;
+}
 
 template <typename T, bool kVector>
 __global__ void __launch_bounds__(kTransitionThreads) transition_kernel(TransitionParams p) {
-  __shared__ float inner[2][kTransitionBatch][kTransitionRank];
-  // Tokens past `batch` get zeros: every accumulator below then stays finite, and only `batch` are stored.
-  for (int64_t i = threadIdx.x; i < p.parts * kTransitionBatch * p.rank; i += kTransitionThreads) {
-    const int64_t part = i / (kTransitionBatch * p.rank), b = i / p.rank % kTransitionBatch, j = i % p.rank;
-    inner[part][b][j] =
-        b < p.batch ? silu(to_float(static_cast<const T*>(p.y)[b * p.y_stride + p.offset[part] + j])) : 0.0f;
+  static_assert(kTransitionBatch == 8, "the products read the tokens as two float4");
+  // inner[(part * rank + j) * 8 + b] = silu(y[b, offset_part + j]); tokens past `batch` hold zeros, so
+  // every accumulator stays finite and only `batch` of them are stored.
+  __shared__ __align__(16) float inner[2 * kTransitionRank * kTransitionBatch];
+  const int64_t total = p.parts * p.rank * kTransitionBatch;
+  for (int64_t base = threadIdx.x; base < total; base += int64_t{kTransitionThreads} * kTransitionPrologue) {
+    float v[kTransitionPrologue];
+#pragma unroll
+    for (int u = 0; u < kTransitionPrologue; ++u) {
+      const int64_t i = base + int64_t{u} * kTransitionThreads;
+      const int64_t b = i % kTransitionBatch, j = i / kTransitionBatch % p.rank;
+      const int64_t offset = i < p.rank * kTransitionBatch ? p.offset[0] : p.offset[1];
+      v[u] = i < total && b < p.batch ? to_float(static_cast<const T*>(p.y)[b * p.y_stride + offset + j]) : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kTransitionPrologue; ++u) {
+      const int64_t i = base + int64_t{u} * kTransitionThreads;
+      if (i < total) inner[i] = silu(v[u]);  // silu(0) = 0 for the padding tokens
+    }
   }
   __syncthreads();
-  int64_t n = int64_t{blockIdx.x} * kTransitionThreads + threadIdx.x;
-  int part = 0;
-  if (n >= p.n[0]) {
-    n -= p.n[0];
-    part = 1;
-  }
-  if (part >= p.parts || n >= p.n[part]) return;
-  const T* w = static_cast<const T*>(p.weight[part]) + n * p.rank;
+  const int64_t row = int64_t{blockIdx.x} * kTransitionThreads + threadIdx.x;
+  const bool second = row >= p.n[0];
+  const int64_t n = second ? row - p.n[0] : row, rows = second ? p.n[1] : p.n[0];
+  if ((second && p.parts < 2) || n >= rows) return;
+  const T* w = static_cast<const T*>(second ? p.weight[1] : p.weight[0]) + n * p.rank;
+  const float* in = inner + (second ? p.rank * kTransitionBatch : 0);
   float acc[kTransitionBatch] = {};
   if constexpr (kVector) {
     constexpr int kWidth = static_cast<int>(sizeof(uint4) / sizeof(T));  // 8 halves or 4 floats
-    for (int64_t j0 = 0; j0 < p.rank; j0 += kWidth) {
-      const uint4 packed = *reinterpret_cast<const uint4*>(w + j0);
-      const T* values = reinterpret_cast<const T*>(&packed);
+    for (int64_t j0 = 0; j0 < p.rank; j0 += int64_t{kWidth} * kTransitionChunk) {
+      uint4 packed[kTransitionChunk];
 #pragma unroll
-      for (int u = 0; u < kWidth; ++u) {
-        const float wj = to_float(values[u]);
+      for (int c = 0; c < kTransitionChunk; ++c) {
+        const int64_t j = j0 + int64_t{c} * kWidth;
+        if (j < p.rank) packed[c] = *reinterpret_cast<const uint4*>(w + j);
+      }
 #pragma unroll
-        for (int b = 0; b < kTransitionBatch; ++b) acc[b] += wj * inner[part][b][j0 + u];
+      for (int c = 0; c < kTransitionChunk; ++c) {
+        const int64_t j = j0 + int64_t{c} * kWidth;
+        if (j >= p.rank) break;
+        const T* values = reinterpret_cast<const T*>(&packed[c]);
+#pragma unroll
+        for (int u = 0; u < kWidth; ++u) transition_madd<T>(acc, to_float(values[u]), in + (j + u) * kTransitionBatch);
       }
     }
   } else {
-    for (int64_t j = 0; j < p.rank; ++j) {
-      const float wj = to_float(w[j]);
+    for (int64_t j0 = 0; j0 < p.rank; j0 += kTransitionChunk) {
+      float wj[kTransitionChunk];
 #pragma unroll
-      for (int b = 0; b < kTransitionBatch; ++b) acc[b] += wj * inner[part][b][j];
+      for (int c = 0; c < kTransitionChunk; ++c) wj[c] = j0 + c < p.rank ? to_float(w[j0 + c]) : 0.0f;
+#pragma unroll
+      for (int c = 0; c < kTransitionChunk; ++c) {
+        if (j0 + c >= p.rank) break;
+        transition_madd<T>(acc, wj[c], in + (j0 + c) * kTransitionBatch);
+      }
     }
   }
-  T* out = static_cast<T*>(p.out[part]);
+  T* out = static_cast<T*>(second ? p.out[1] : p.out[0]);
 #pragma unroll
   for (int b = 0; b < kTransitionBatch; ++b) {
-    if (b < p.batch) out[b * p.n[part] + n] = from_float<T>(acc[b]);
+    if (b < p.batch) out[b * rows + n] = from_float<T>(acc[b]);
   }
 }
 

@@ -163,12 +163,12 @@ TEST_F(FusedDecodeKernel, Float32StepsMatchTheFloat64Reference) {
 }
 
 // The transitions' second layers (one kernel for both parts, with the SiLU of their inputs) against
-// float64, for ranks on the vectorised path (80, 64) and off it (2, 12), every dtype, and a batch beyond
-// the kernel's 8 (cuBLAS then).
+// float64, for ranks on the vectorised path (64, 80; 200 and 256 take two rounds of loads) and off it (2, 12,
+// 130), every dtype, and a batch beyond the kernel's 8 (cuBLAS then).
 TEST_F(FusedDecodeKernel, TransitionGatesMatchTheFloat64Reference) {
   const auto cuda = torch::TensorOptions().device(torch::kCUDA);
   for (const auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
-    for (const int64_t rank : {2, 12, 64, 80}) {
+    for (const int64_t rank : {2, 12, 64, 80, 130, 200, 256}) {
       for (const int64_t batch : {1, 6, 9}) {
         SCOPED_TRACE(std::string(c10::toString(dtype)) + " rank " + std::to_string(rank) + " batch " +
                      std::to_string(batch));
