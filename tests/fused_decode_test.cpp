@@ -57,6 +57,8 @@ TEST(FusedDecode, IsNotTakenOffCudaOrWhereGradientsAreWanted) {
 #ifdef DENSESSM_WITH_CUDA
   if (torch::cuda::is_available()) {
     model->to(torch::kCUDA);
+    EXPECT_FALSE(model->fused_decoding());  // the parameters want gradients and grad mode is on
+    const torch::NoGradGuard no_grad;
     EXPECT_TRUE(model->fused_decoding() || !kernels_enabled());
     model->to(torch::kDouble);
     EXPECT_FALSE(model->fused_decoding());  // float64 stays with the reference forms

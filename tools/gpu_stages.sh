@@ -36,9 +36,10 @@ build() {
   TARGETS="$*" bash tools/gpu.sh build || exit 1
   stamp "built"
 }
-# Every CUDA test case (gtest's full output, so that a timeout still leaves what ran).
+# Every CUDA test case (gtest's full output, so that a timeout still leaves what ran): the parameterised
+# /CUDA cases, the kernels' suites and the GPU half of FusedDecode.
 cuda_tests() {
-  timeout "${TEST_S:-170}" "$B/tests/densessm_tests" --gtest_filter="${GTEST_FILTER:-*/CUDA:*Kernel*}" \
+  timeout "${TEST_S:-170}" "$B/tests/densessm_tests" --gtest_filter="${GTEST_FILTER:-*/CUDA:*Kernel*:FusedDecode.*}" \
     > "$OUT/gtest-cuda.log" 2>&1
   echo "CUDA test cases: exit $? | $(grep -c '^\[       OK' "$OUT/gtest-cuda.log") passed"
   grep -E '^\[  FAILED|^\[  PASSED|tests ran|\[warning\]' "$OUT/gtest-cuda.log" | head -20
