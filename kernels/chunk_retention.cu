@@ -1,10 +1,12 @@
 #include "chunk_retention.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
 #include "device_math.cuh"
+#include "mma.cuh"
 
 namespace densessm::kernels {
 namespace {
@@ -67,6 +69,18 @@ __device__ __forceinline__ void store_tile(T* dst, int64_t ld, int64_t rows, int
     }
 }
 
+// The accumulator's elements (r, c) of the warp's tile = src[r * ld + c] of a float32 matrix for the rows
+// r < rows and columns c < cols that exist, zeros elsewhere.
+__device__ __forceinline__ void load_tile(Accumulator& acc, const float* src, int64_t ld, int64_t rows, int64_t cols) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int r = Accumulator::row(e), c = Accumulator::col(n, e);
+      acc.v[n][e] = r < rows && c < cols ? src[r * ld + c] : 0.0f;
+    }
+}
+
 __device__ __forceinline__ uint32_t pair(const void* p) { return *static_cast<const uint32_t*>(p); }
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
@@ -88,23 +102,6 @@ __device__ __forceinline__ void load_transposed(uint32_t (&r)[4], const void* p)
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(shared_address(p)));
-}
-
-template <typename T>
-__device__ __forceinline__ void mma_16x8x16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
 }
 
 // A pair of 16-bit elements times (w0, w1), rounded once as the element type (as staging them scaled would).
@@ -196,13 +193,13 @@ __device__ __forceinline__ void warp_product(Accumulator& acc, const T* a, int l
 // need no other masking). When the rows are whole 16-byte vectors (ncols a multiple of the vector, cols
 // always is) each thread issues cp.async copies of one vector, completed by wait_copies; otherwise it
 // copies an element at a time, synchronously.
-template <typename T>
+template <typename T, int kBlockThreads = kThreads>
 __device__ __forceinline__ void stage(T* s, int ld, const T* src, int64_t nrows, int64_t ncols, int64_t row0,
                                       int64_t col0, int rows, int cols) {
   constexpr int kVector = 16 / sizeof(T);
   if (ncols % kVector == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
     const int vectors = cols / kVector;
-    for (int i = threadIdx.x; i < rows * vectors; i += kThreads) {
+    for (int i = threadIdx.x; i < rows * vectors; i += kBlockThreads) {
       const int r = i / vectors, c = (i % vectors) * kVector;
       const int64_t gr = row0 + r, gc = col0 + c;
       T* dst = s + r * ld + c;
@@ -214,7 +211,7 @@ __device__ __forceinline__ void stage(T* s, int ld, const T* src, int64_t nrows,
     }
     return;
   }
-  for (int i = threadIdx.x; i < rows * cols; i += kThreads) {
+  for (int i = threadIdx.x; i < rows * cols; i += kBlockThreads) {
     const int r = i / cols, c = i % cols;  // c fastest: consecutive threads read consecutive addresses
     const int64_t gr = row0 + r, gc = col0 + c;
     s[r * ld + c] = gr < nrows && gc < ncols ? src[gr * ncols + gc] : from_float<T>(0.0f);
@@ -485,6 +482,159 @@ __global__ void __launch_bounds__(kThreads, 4) chunk_output_kernel(ChunkArgs<T> 
   }
 }
 
+// The fused forward: one block per (batch, head, 64-column tile of v) walks the chunks in order, keeping
+// its (dk x 64) tile of the state in float32 registers, so that no per-chunk state leaves the chip:
+//   O_c     = diag(r) [ (Q_c K_c^T o D) V_c + diag(g^(i+1)) Q_c S_c ]
+//   S_{c+1} = g^L S_c + K_c^T diag(g^(L-1-j)) V_c
+// (the scores Q_c K_c^T are recomputed by every column tile's block). Eight warps: warps 0-3 compute the
+// scores of rows 16w.. while warps 4-7 compute Q_c S_c for the same rows (as many products); after a
+// barrier warps 4-7 add P V_c and store their rows of O_c, and every warp advances its 16-row tiles of the
+// state (tile m belongs to warp m % 8) and writes them, rounded to the inputs' dtype, as the next chunk's
+// operand S_c. Shared memory: the chunk's q (one stage: the next chunk's loads once the scores and Q S
+// are done), k and the v tile (two stages: the next chunk's load during the whole chunk), the rounded
+// state, the masked scores.
+constexpr int kFusedWarps = 8;
+constexpr int kFusedThreads = 32 * kFusedWarps;
+constexpr int64_t kFusedMaxDk = 320;  // the state tiles of a warp (at most 3 x 32 floats) stay in registers
+static_assert(kFusedWarps == 2 * kWarps, "warps 0-3 and 4-7 each cover the chunk's rows");
+static_assert((kFusedMaxDk + 15) / 16 <= 3 * kFusedWarps, "a warp holds at most 3 tiles of the state");
+
+struct FusedLayout {
+  int dk_rows;  // dk rounded up to 16: the depth of the products over dk, the rows of the state
+  int ld;       // row stride of the staged q and k
+  // 16-bit elements: q, k [stage], v [stage], the state (dk_rows x kLd), the scores; then float32 token
+  // weights, 1/sqrt(w_n) and g^d, d = 0..64.
+  int elements() const { return 3 * kChunk * ld + 3 * kSlice + dk_rows * kLd; }
+  int bytes() const { return elements() * 2 + (3 * kChunk + 1) * static_cast<int>(sizeof(float)); }
+};
+
+FusedLayout fused_layout(int64_t dk) {
+  const int dk_rows = static_cast<int>((dk + 15) / 16 * 16);
+  return {dk_rows, dk_rows + kPad};
+}
+
+template <typename T, int kStateTiles>
+__global__ void __launch_bounds__(kFusedThreads, 1)
+    fused_forward_kernel(RetentionForwardParams p, FusedLayout layout) {
+  static_assert(sizeof(T) == 2, "the fused forward runs on the tensor cores only");
+  extern __shared__ __align__(16) unsigned char shared[];
+  const int ld = layout.ld;
+  T* qs = reinterpret_cast<T*>(shared);  // (chunk tokens, ld)
+  T* ks = qs + kChunk * ld;              // [stage] (chunk tokens, ld)
+  T* vs = ks + 2 * kChunk * ld;          // [stage] (chunk tokens, kLd)
+  T* ss = vs + 2 * kSlice;               // (dk_rows, kLd): the state entering the chunk
+  T* ps = ss + layout.dk_rows * kLd;     // (chunk tokens, kLd): the masked scores
+  float* weight = reinterpret_cast<float*>(ps + kSlice);  // (chunk tokens): g^(L-1-j), 0 past the chunk
+  float* post = weight + kChunk;                          // (chunk tokens): 1/sqrt(w_n)
+  float* power = post + kChunk;                           // g^d, d = 0..64
+
+  const int64_t bh = blockIdx.z;
+  const Geometry geo(p.shape, bh);
+  const int64_t dk = p.shape.dk, dv = p.shape.dv, col0 = int64_t{blockIdx.x} * kTile;
+  const int warp = threadIdx.x / 32;
+  const int rows = 16 * (warp % kWarps);  // the chunk rows of the warp's scores or outputs
+  const int state_tiles = layout.dk_rows / 16;
+  const T* q = static_cast<const T*>(p.q) + bh * geo.T * dk;
+  const T* k = static_cast<const T*>(p.k) + bh * geo.T * dk;
+  const T* v = static_cast<const T*>(p.v) + bh * geo.T * dv;
+  T* o = static_cast<T*>(p.o) + bh * geo.T * dv;
+  const int64_t state0 = bh * dk * dv + col0;  // the tile's first element in the (B, H, dk, dv) states
+  const auto identity = [](int, float x) { return x; };
+
+  auto load_keys = [&](int64_t chunk) {  // k and the v tile of `chunk` into stage chunk % 2
+    stage<T, kFusedThreads>(ks + (chunk & 1) * kChunk * ld, ld, k, geo.T, dk, chunk * kChunk, 0, kChunk,
+                            layout.dk_rows);
+    stage<T, kFusedThreads>(vs + (chunk & 1) * kSlice, kLd, v, geo.T, dv, chunk * kChunk, col0, kChunk, kTile);
+    commit_copies();
+  };
+  auto load_queries = [&](int64_t chunk) {
+    stage<T, kFusedThreads>(qs, ld, q, geo.T, dk, chunk * kChunk, 0, kChunk, layout.dk_rows);
+    commit_copies();
+  };
+  // The warp's state tiles, rounded, as the operand of the next chunk's Q S (read after the next barrier).
+  Accumulator s[kStateTiles];
+  auto store_state = [&] {
+#pragma unroll
+    for (int i = 0; i < kStateTiles; ++i) {
+      const int tile = warp + kFusedWarps * i;
+      if (tile < state_tiles) store_tile(ss + 16 * tile * kLd, kLd, 16, kTile, s[i], identity);
+    }
+  };
+
+  load_queries(0);
+  load_keys(0);
+#pragma unroll
+  for (int i = 0; i < kStateTiles; ++i) {
+    const int64_t row0 = 16 * (warp + kFusedWarps * i);
+    s[i].zero();
+    if (p.initial_state != nullptr && row0 < dk) load_tile(s[i], p.initial_state + state0 + row0 * dv, dv, dk - row0, dv - col0);
+  }
+  store_state();
+  for (int d = threadIdx.x; d <= kChunk; d += kFusedThreads) power[d] = geo.power(d);
+
+  Accumulator acc;
+  for (int64_t chunk = 0; chunk < geo.chunks; ++chunk) {
+    const int L = geo.length(chunk);
+    const int64_t t0 = chunk * kChunk;
+    // This chunk's q, k, v have landed and the state entering it is in ss; every warp is done with the
+    // previous chunk (its k and v stage, the scores, the weights).
+    wait_copies();
+    __syncthreads();
+    if (chunk + 1 < geo.chunks) load_keys(chunk + 1);
+    if (threadIdx.x < kChunk) {
+      const int j = threadIdx.x;
+      weight[j] = j < L ? power[L - 1 - j] : 0.0f;
+      post[j] = static_cast<float>(inverse_norm(geo.log_decay, geo.offset + t0 + j));
+    }
+    const T* kc = ks + (chunk & 1) * kChunk * ld;
+    const T* vc = vs + (chunk & 1) * kSlice;
+
+    acc.zero();
+    if (warp < kWarps) {
+      warp_product<T, false, false>(acc, qs + rows * ld, ld, kc, ld, layout.dk_rows);
+      // P[i][j] = g^(i-j) (q_i . k_j) for j <= i, else 0, as the operand of P V (read after the barrier).
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int i = rows + Accumulator::row(e), j = Accumulator::col(n, e);
+          ps[i * kLd + j] = from_float<T>(j <= i ? acc.v[n][e] * power[i - j] : 0.0f);
+        }
+    } else {
+      warp_product<T, false, true>(acc, qs + rows * ld, ld, ss, kLd, layout.dk_rows);
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc.v[n][e] *= power[rows + Accumulator::row(e) + 1];
+    }
+    // The scores, weights and 1/sqrt(w_n) are in place; q and the rounded state are free.
+    __syncthreads();
+    if (chunk + 1 < geo.chunks) load_queries(chunk + 1);
+    if (warp >= kWarps) {
+      warp_product<T, false, true>(acc, ps + rows * kLd, kLd, vc, kLd, kChunk);
+      const float* row_post = post + rows;
+      store_tile(o + (t0 + rows) * dv + col0, dv, L - rows, dv - col0, acc,
+                 [row_post](int r, float x) { return row_post[r] * x; });
+    }
+#pragma unroll
+    for (int i = 0; i < kStateTiles; ++i) {
+      const int tile = warp + kFusedWarps * i;
+      if (tile < state_tiles) {
+        s[i].scale(power[L]);
+        warp_product<T, true, true>(s[i], kc + 16 * tile, ld, vc, kLd, kChunk, weight);
+      }
+    }
+    store_state();
+  }
+  if (p.final_state != nullptr) {
+#pragma unroll
+    for (int i = 0; i < kStateTiles; ++i) {
+      const int64_t row0 = 16 * (warp + kFusedWarps * i);
+      if (row0 < dk) store_tile(p.final_state + state0 + row0 * dv, dv, dk - row0, dv - col0, s[i], identity);
+    }
+  }
+}
+
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 template <typename T, bool kReverse>
@@ -513,8 +663,41 @@ cudaError_t launch_chunks(const ChunkArgs<T>& args, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+// Whether the fused forward takes this call: 16-bit inputs, dk <= kFusedMaxDk, its shared memory within the
+// device's limit, and not switched off with DENSESSM_RETENTION_FUSED=0 (the two-pass forward then runs).
+bool fused_forward_applies(const RetentionShape& s) {
+  if (s.dtype == DType::kFloat32 || s.dk > kFusedMaxDk) return false;
+  const char* fused = std::getenv("DENSESSM_RETENTION_FUSED");
+  if (fused != nullptr && std::strcmp(fused, "0") == 0) return false;
+  int device = 0, limit = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+    cudaGetLastError();  // not this call's error: the two-pass forward runs instead
+    return false;
+  }
+  return fused_layout(s.dk).bytes() <= limit;
+}
+
+template <typename T>
+cudaError_t launch_fused_forward(const RetentionForwardParams& p, cudaStream_t stream) {
+  const FusedLayout layout = fused_layout(p.shape.dk);
+  const int state_tiles = layout.dk_rows / 16;
+  auto* kernel = state_tiles <= kFusedWarps       ? fused_forward_kernel<T, 1>
+                 : state_tiles <= 2 * kFusedWarps ? fused_forward_kernel<T, 2>
+                                                  : fused_forward_kernel<T, 3>;
+  if (const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, layout.bytes()))
+    return e;
+  const dim3 grid(static_cast<unsigned>(ceil_div(p.shape.dv, kTile)), 1,
+                  static_cast<unsigned>(p.shape.batch * p.shape.heads));
+  kernel<<<grid, kFusedThreads, layout.bytes(), stream>>>(p, layout);
+  return cudaGetLastError();
+}
+
 template <typename T>
 cudaError_t forward(const RetentionForwardParams& p, cudaStream_t stream) {
+  if constexpr (sizeof(T) == 2) {
+    if (fused_forward_applies(p.shape)) return launch_fused_forward<T>(p, stream);
+  }
   const RetentionShape& s = p.shape;
   const auto* q = static_cast<const T*>(p.q);
   const auto* k = static_cast<const T*>(p.k);
@@ -546,6 +729,10 @@ cudaError_t backward(const RetentionBackwardParams& p, cudaStream_t stream) {
 
 int64_t chunk_retention_workspace(const RetentionShape& s) {
   return s.batch * s.heads * ceil_div(s.length, kChunk) * s.dk * s.dv;
+}
+
+int64_t chunk_retention_forward_workspace(const RetentionShape& s) {
+  return fused_forward_applies(s) ? 0 : chunk_retention_workspace(s);
 }
 
 cudaError_t chunk_retention_forward(const RetentionForwardParams& p, cudaStream_t stream) {

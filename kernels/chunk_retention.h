@@ -3,6 +3,10 @@
 //   o_t = ( sum_{s <= t} g^(t-s) (q_t . k_s) v_s + g^(t+1) q_t . KV ) / sqrt(w_n),
 // with the carried-in state KV (dk x dv) and the state after the last token written out.
 //
+// The forward on bfloat16/float16 with dk <= 320 runs as one fused kernel: one block per (batch, head,
+// 64-column tile of v) walks the chunks keeping its tile of the state on chip, so no per-chunk state is
+// stored (DENSESSM_RETENTION_FUSED=0 in the environment forces the two passes below instead).
+//
 // Three passes over chunks of kChunk tokens. (1) A scan over the chunks of each (batch, head, state
 // tile) keeps the float32 state in registers and stores the state entering every chunk (in the inputs'
 // dtype, as the operand of the tensor-core products). (2) One block per (batch, head, chunk) computes
@@ -34,6 +38,9 @@ struct RetentionShape {
 /// Elements (of `dtype`) of the workspace each call needs: one state per (batch, head, chunk); the
 /// backward pass needs twice this.
 int64_t chunk_retention_workspace(const RetentionShape& shape);
+/// Elements of the workspace the forward needs on the current device: 0 when the fused kernel takes the
+/// call, else chunk_retention_workspace(shape).
+int64_t chunk_retention_forward_workspace(const RetentionShape& shape);
 
 struct RetentionForwardParams {
   RetentionShape shape;
@@ -43,7 +50,7 @@ struct RetentionForwardParams {
   const float* initial_state;  // (B, H, dk, dv) or null for zeros
   void* o;                     // (B, H, T, dv)
   float* final_state;          // (B, H, dk, dv) or null when not wanted
-  void* workspace;             // chunk_retention_workspace(shape) elements
+  void* workspace;             // chunk_retention_forward_workspace(shape) elements (null when 0)
 };
 cudaError_t chunk_retention_forward(const RetentionForwardParams& p, cudaStream_t stream);
 

@@ -4,6 +4,7 @@
 //   - rms_norm_rows: an RMSNorm of rows, for the layers' input norms and the final norm;
 //   - retention_decode_prepare: the retention GAU's activations, dense hidden fusion with its norms and
 //     the rotation of q and k;
+//   - transition_gates: the dense selective transitions' second layers with the SiLUs around them;
 //   - retention_decode_output: the retention output's group norm and its gate;
 //   - mamba_decode_prepare: the Mamba x branch's dense hidden fusion with its norm, then the causal
 //     convolution's step with its SiLU.
@@ -59,6 +60,23 @@ struct RetentionPrepareParams {
   DType dtype;
 };
 cudaError_t retention_decode_prepare(const RetentionPrepareParams& p, cudaStream_t stream);
+
+/// The selective transitions' second layers, one token per sequence: for each part i (at most 2),
+///   out_i[b, n] = sum_j weight_i[n, j] silu(y[b, offset_i + j]),  j < rank,
+/// with the SiLU of the first layers' outputs applied here (they are columns of the fused input
+/// projection y). batch <= kTransitionBatch, rank <= kTransitionRank; float32 accumulation.
+constexpr int64_t kTransitionBatch = 8;
+constexpr int64_t kTransitionRank = 256;
+struct TransitionParams {
+  const void* y;          // (B, >= offset_i + rank), row stride y_stride
+  const void* weight[2];  // (n_i, rank) contiguous
+  void* out[2];           // (B, n_i) contiguous
+  int64_t offset[2], n[2];
+  int parts;
+  int64_t batch, y_stride, rank;
+  DType dtype;
+};
+cudaError_t transition_gates(const TransitionParams& p, cudaStream_t stream);
 
 /// out[b, h, :] = rms_norm(o[b, h, :]) * norm * g[b, h, :] over each head's dv values, one (b, h) per block.
 struct RetentionOutputParams {

@@ -14,6 +14,7 @@
 
 #ifdef DENSESSM_WITH_CUDA
 #include "kernel_test_helpers.h"
+#include "ops/cuda/decode_cuda.h"
 #endif
 
 namespace densessm::testing {
@@ -56,6 +57,8 @@ TEST(FusedDecode, IsNotTakenOffCudaOrWhereGradientsAreWanted) {
 #ifdef DENSESSM_WITH_CUDA
   if (torch::cuda::is_available()) {
     model->to(torch::kCUDA);
+    EXPECT_FALSE(model->fused_decoding());  // the parameters want gradients and grad mode is on
+    const torch::NoGradGuard no_grad;
     EXPECT_TRUE(model->fused_decoding() || !kernels_enabled());
     model->to(torch::kDouble);
     EXPECT_FALSE(model->fused_decoding());  // float64 stays with the reference forms
@@ -157,6 +160,37 @@ TEST_F(FusedDecodeKernel, Float32StepsMatchTheFloat64Reference) {
       const auto fused = model->step(tokens.select(1, t).to(torch::kCUDA), state);
       const auto exact = reference->step(tokens.select(1, t), state64);
       EXPECT_LT(relative_error(fused, exact), 1e-5) << "step " << t;
+    }
+  }
+}
+
+// The transitions' second layers (one kernel for both parts, with the SiLU of their inputs) against
+// float64, for ranks on the vectorised path (64, 80; 200 and 256 take two rounds of loads) and off it (2, 12,
+// 130), every dtype, and a batch beyond the kernel's 8 (cuBLAS then).
+TEST_F(FusedDecodeKernel, TransitionGatesMatchTheFloat64Reference) {
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  for (const auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
+    for (const int64_t rank : {2, 12, 64, 80, 130, 200, 256}) {
+      for (const int64_t batch : {1, 6, 9}) {
+        SCOPED_TRACE(std::string(c10::toString(dtype)) + " rank " + std::to_string(rank) + " batch " +
+                     std::to_string(batch));
+        const int64_t offset = 24;
+        const auto y = torch::randn({batch, offset + 2 * rank + 5}, cuda.dtype(dtype));
+        const auto w0 = torch::randn({40, rank}, cuda.dtype(dtype)), w1 = torch::randn({300, rank}, cuda.dtype(dtype));
+        const auto gates = cuda::transition_gates(y, offset, rank, {w0, w1});
+        ASSERT_EQ(gates.size(), 2u);
+        const auto y64 = cpu64(y);
+        for (int i = 0; i < 2; ++i) {
+          const auto exact = torch::mm(torch::silu(y64.narrow(1, offset + i * rank, rank)), cpu64(i == 0 ? w0 : w1).t());
+          EXPECT_LT(relative_error(gates[i], exact), tolerance(dtype)) << "part " << i;
+        }
+        // One part, as the Mamba block calls it.
+        const auto single = cuda::transition_gates(y, offset, rank, {w1});
+        ASSERT_EQ(single.size(), 1u);
+        EXPECT_LT(relative_error(single[0], torch::mm(torch::silu(y64.narrow(1, offset, rank)), cpu64(w1).t())),
+                  tolerance(dtype))
+            << "one part";
+      }
     }
   }
 }

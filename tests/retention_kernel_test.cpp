@@ -1,7 +1,8 @@
 // The retention kernels (kernels/chunk_retention.cu, kernels/retention_step.cu): through their C++ entry
 // points on outputs poisoned with NaN, against the reference form evaluated in float64 on the same
 // inputs (forward, final state and every input gradient); the step kernel inside a CUDA graph; and the
-// retention forms and a whole model with the kernels on and off. Skipped without a GPU.
+// retention forms and a whole model with the kernels on and off; the fused and the two-pass forward.
+// Skipped without a GPU.
 #include "densessm/kernels.h"
 #include "densessm/model.h"
 #include "densessm/retention.h"
@@ -9,6 +10,10 @@
 #include "test_helpers.h"
 
 #ifdef DENSESSM_WITH_CUDA
+#include <cstdlib>
+#include <string>
+
+#include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -146,6 +151,82 @@ void expect_matches_the_reference(const std::vector<Shape>& shapes) {
 TEST_F(ChunkRetentionKernel, SmallShapesMatchTheReference) { expect_matches_the_reference(kSmallShapes); }
 
 TEST_F(ChunkRetentionKernel, ConfigShapesMatchTheReference) { expect_matches_the_reference(kConfigShapes); }
+
+// Sets DENSESSM_RETENTION_FUSED for its lifetime and restores what was there before.
+class FusedForwardSwitch {
+ public:
+  explicit FusedForwardSwitch(bool fused) {
+    const char* before = std::getenv(kName);
+    had_ = before != nullptr;
+    if (had_) before_ = before;
+    setenv(kName, fused ? "1" : "0", 1);
+  }
+  ~FusedForwardSwitch() {
+    if (had_) setenv(kName, before_.c_str(), 1);
+    else unsetenv(kName);
+  }
+  FusedForwardSwitch(const FusedForwardSwitch&) = delete;
+  FusedForwardSwitch& operator=(const FusedForwardSwitch&) = delete;
+
+ private:
+  static constexpr const char* kName = "DENSESSM_RETENTION_FUSED";
+  bool had_ = false;
+  std::string before_;
+};
+
+// The forward of bfloat16/float16 inputs with dk <= 320 runs as one fused kernel that needs no workspace;
+// DENSESSM_RETENTION_FUSED=0 (or a larger dk) runs the state scan and the chunk outputs instead. Both
+// give the float64 reference's output and final state, on outputs poisoned with NaN.
+TEST_F(ChunkRetentionKernel, FusedAndTwoPassForwardsMatchTheReference) {
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  // Where dk 320 fits in a block's shared memory (Hopper), every dk <= 320 must take the fused kernel.
+  const bool hopper = at::cuda::getCurrentDeviceProperties()->major >= 9;
+  std::vector<Shape> shapes = kSmallShapes;
+  shapes.insert(shapes.end(), kConfigShapes.begin(), kConfigShapes.end());
+  // Many chunks through the carried state, odd head dimensions (rows that are not whole 16-byte vectors,
+  // stores one column at a time), and a dk past the fused kernel's limit.
+  for (const Shape& s : {Shape{2, 2, 517, 128, 128}, Shape{1, 1, 200, 320, 1280}, Shape{2, 1, 70, 17, 33},
+                         Shape{1, 2, 70, 336, 64}})
+    shapes.push_back(s);
+  for (auto dtype : {torch::kHalf, torch::kBFloat16}) {
+    for (const Shape& s : shapes) {
+      for (bool with_state : {false, true}) {
+        const Problem p(s, dtype, with_state);
+        RetentionArgs r;
+        r.q = cpu64(p.q);
+        r.k = cpu64(p.k);
+        r.v = cpu64(p.v);
+        r.decays = retention_decays(s.H);
+        r.offset = p.offset.cpu();
+        torch::Tensor expected_state = cpu64(p.initial);
+        const auto expected = retention_parallel(r, &expected_state);
+        const auto shape = p.shape();
+        const auto opts = p.q.options();
+        for (bool fused : {true, false}) {
+          const FusedForwardSwitch fused_switch(fused);
+          const auto what = describe(s, dtype, with_state) + (fused ? " fused" : " two passes");
+          const int64_t elements = kernels::chunk_retention_forward_workspace(shape);
+          if (!fused || s.dk > 320) {
+            EXPECT_EQ(elements, kernels::chunk_retention_workspace(shape)) << what;
+          } else if (hopper) {
+            EXPECT_EQ(elements, 0) << what;
+          }
+          auto workspace = elements > 0 ? poisoned({elements}, opts) : torch::Tensor();
+          auto o = poisoned({s.B, s.H, s.T, s.dv}, opts);
+          auto final_state = poisoned({s.B, s.H, s.dk, s.dv}, opts.dtype(torch::kFloat));
+          const kernels::RetentionForwardParams f{shape,          p.q.data_ptr(),      p.k.data_ptr(),
+                                                  p.v.data_ptr(), p.initial_pointer(), o.data_ptr(),
+                                                  final_state.data_ptr<float>(),
+                                                  workspace.defined() ? workspace.data_ptr() : nullptr};
+          ASSERT_EQ(kernels::chunk_retention_forward(f, stream), cudaSuccess) << what;
+          torch::cuda::synchronize();
+          EXPECT_LT(relative_error(o, expected), tolerance(dtype)) << what << ": o";
+          EXPECT_LT(relative_error(final_state, expected_state), tolerance(dtype)) << what << ": final state";
+        }
+      }
+    }
+  }
+}
 
 // The public form on CUDA tensors routes to the kernels, with autograd reaching q, k, v and the state,
 // and gives the reference's answer whether the kernels are on or off.

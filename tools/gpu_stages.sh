@@ -6,11 +6,14 @@
 #   bash tools/gpu_stages.sh profile   build; the longest kernels of a training step and of a decode step
 #                                      (densessm-train / densessm-generate --profile) for both families
 #   bash tools/gpu_stages.sh parity    build; import parity against transformers and the reference code
-#   bash tools/gpu_stages.sh kernels   build; every CUDA test case; the operator benchmarks; the generation
-#                                      speed mode of the four large models
+#   bash tools/gpu_stages.sh kernels   build; every CUDA test case; the operator benchmarks (SCAN=0: not the
+#                                      scan's); the generation speed mode of MODELS (default the four large
+#                                      ones), and of AB_MODELS with DENSESSM_SMALL_MATMUL=0
 #   bash tools/gpu_stages.sh sanitize  compute-sanitizer memcheck and racecheck on the kernels' tests
-#   bash tools/gpu_stages.sh decode    build; every CUDA test case; the generation speed mode (kernels on)
-#                                      for the four large models and a profile of the DenseRetNet step
+#   bash tools/gpu_stages.sh decode    build; every CUDA test case; the decode products; the generation speed
+#                                      mode (kernels on) for MODELS, AB_MODELS with cuBLAS products, and a
+#                                      profile of the DenseRetNet step
+#   bash tools/gpu_stages.sh check     (warm, after decode) sanitize, then the 1.3-1.4 B training benchmark
 # On an nvidia-h200-x2, three chained calls:
 #   bash tools/gpu_stages.sh start     build; the dense-vs-plain experiment (docs/RESULTS.md) in the
 #                                      background on GPU 1; CUDA tests and the training benchmark (kernels on
@@ -33,9 +36,10 @@ build() {
   TARGETS="$*" bash tools/gpu.sh build || exit 1
   stamp "built"
 }
-# Every CUDA test case (gtest's full output, so that a timeout still leaves what ran).
+# Every CUDA test case (gtest's full output, so that a timeout still leaves what ran): the parameterised
+# /CUDA cases, the kernels' suites and the GPU half of FusedDecode.
 cuda_tests() {
-  timeout "${TEST_S:-170}" "$B/tests/densessm_tests" --gtest_filter="${GTEST_FILTER:-*/CUDA:*Kernel*}" \
+  timeout "${TEST_S:-170}" "$B/tests/densessm_tests" --gtest_filter="${GTEST_FILTER:-*/CUDA:*Kernel*:FusedDecode.*}" \
     > "$OUT/gtest-cuda.log" 2>&1
   echo "CUDA test cases: exit $? | $(grep -c '^\[       OK' "$OUT/gtest-cuda.log") passed"
   grep -E '^\[  FAILED|^\[  PASSED|tests ran|\[warning\]' "$OUT/gtest-cuda.log" | head -20
@@ -71,18 +75,32 @@ case ${1:-} in
     quiet < "$OUT/train-bench.log" | head -40
     ;;
   decode)
-    # The decode step's kernels: their tests, the speed mode of the four 1.3-1.4 B models, and a profile of
-    # the DenseRetNet step (the longest kernels of a CUDA-graph step).
-    build densessm_tests densessm-generate
+    # The decode step's kernels: their tests, the decode products against cuBLAS, the speed mode of MODELS
+    # (default the four 1.3-1.4 B models; AB_MODELS again with DENSESSM_SMALL_MATMUL=0) and a profile of the
+    # DenseRetNet step (the longest kernels of a CUDA-graph step). Builds densessm-train too, for `check`.
+    build densessm_tests densessm-generate densessm-bench densessm-train
     cuda_tests
+    timeout 60 "$B/densessm-bench" decode_matmul --device cuda 2>&1 | quiet | tee "$OUT/bench-decode-matmul.log" | tail -14
     for config in ${MODELS:-dense-retnet-1.3b retnet-1.3b dense-mamba-1.4b mamba-1.4b}; do
       generate_bench kernels --config "configs/$config.json"
     done
+    for config in ${AB_MODELS:-}; do
+      DENSESSM_SMALL_MATMUL=0 generate_bench cublas-products --config "configs/$config.json"
+    done
     stamp "generation, kernels"
-    quiet < "$OUT/generate-bench.log" | grep -vE '^\s*$' | head -60
+    quiet < "$OUT/generate-bench.log" | grep -E '^(2048|==)'
     timeout 90 "$B/densessm-generate" --benchmark --device cuda --dtype fp16 --lengths 128 \
-      --config configs/dense-retnet-1.3b.json --profile /tmp/decode.trace.json 2>&1 | quiet | tail -30
+      --config configs/dense-retnet-1.3b.json --profile /tmp/decode.trace.json 2>&1 | quiet | tail -${PROFILE_LINES:-30}
     stamp "decode profiled"
+    ;;
+  check)
+    # On the machine a `decode` or `kernels` call left warm: compute-sanitizer on GTEST_FILTER's kernel tests,
+    # then the DenseRetNet and DenseMamba training benchmark.
+    bash "$0" sanitize
+    train_bench kernels --model configs/dense-retnet-1.3b.json --batch 4,8
+    train_bench kernels --model configs/dense-mamba-1.4b.json --batch 4,8
+    stamp "training benchmark"
+    quiet < "$OUT/train-bench.log" | grep -vE '^\s*$' | head -40
     ;;
   kernels)
     # Everything a kernel change needs: every CUDA test case, the operator benchmarks and the generation
@@ -90,10 +108,19 @@ case ${1:-} in
     build densessm_tests densessm-bench densessm-generate
     cuda_tests
     timeout 120 "$B/densessm-bench" retention 2>&1 | quiet | tee "$OUT/bench-retention.log" | tail -25
-    timeout 90 "$B/densessm-bench" selective_scan --repeats 30 2>&1 | quiet | tee "$OUT/bench-scan.log" | tail -15
+    echo "== the two-pass forward (DENSESSM_RETENTION_FUSED=0):"
+    DENSESSM_RETENTION_FUSED=0 timeout 90 "$B/densessm-bench" retention --shapes train 2>&1 | quiet | tail -5
+    if [[ ${SCAN:-1} != 0 ]]; then
+      timeout 90 "$B/densessm-bench" selective_scan --repeats 30 2>&1 | quiet | tee "$OUT/bench-scan.log" | tail -15
+    fi
+    timeout 60 "$B/densessm-bench" decode_matmul --device cuda 2>&1 | quiet | tee "$OUT/bench-decode-matmul.log" | tail -15
     stamp "operator benchmarks"
     for config in ${MODELS:-dense-retnet-1.3b retnet-1.3b dense-mamba-1.4b mamba-1.4b}; do
       generate_bench kernels --config "configs/$config.json"
+    done
+    # A/B: every decode product on cuBLAS instead of the small-matmul kernel.
+    for config in ${AB_MODELS:-dense-retnet-1.3b}; do
+      DENSESSM_SMALL_MATMUL=0 generate_bench cublas-products --config "configs/$config.json"
     done
     stamp "generation, kernels"
     quiet < "$OUT/generate-bench.log" | grep -E '^(2048|==)'

@@ -122,7 +122,8 @@ torch::Tensor CausalLMImpl::fused_step(const torch::Tensor& tokens, DecodeState&
   });
   state.position = position + 1;
 #ifdef DENSESSM_WITH_CUDA
-  return vocabulary(cuda::rms_norm(h, norm_->weight, norm_->eps()));
+  return cuda::small_matmul(cuda::rms_norm(h, norm_->weight, norm_->eps()),
+                            lm_head_ ? lm_head_->weight : embed_tokens_->weight);
 #else
   return logits(h);
 #endif

@@ -147,11 +147,11 @@ torch::Tensor MambaBlockImpl::decode_step(torch::Tensor h, const std::vector<Den
   if (x_select) weights.push_back(x_select->fc1->weight);
   const torch::Tensor& projection = decode_projection_.matrix(weights);
   auto u = cuda::rms_norm(h, norm->weight, norm->eps());  // (B, D)
-  auto y = torch::mm(u, projection.t());                 // (B, 2I [+ r]): x, z [, the transition's inner]
+  auto y = cuda::small_matmul(u, projection);                 // (B, 2I [+ r]): x, z [, the transition's inner]
   torch::Tensor gate, earlier;
   if (x_select && index_ > 0 && !previous.empty()) {
     const int64_t r = x_select->fc1->weight.size(0);
-    gate = torch::mm(torch::silu(y.narrow(1, 2 * I, r)), x_select->fc2->weight.t());  // (B, I), before its SiLU
+    gate = cuda::transition_gates(y, 2 * I, r, {x_select->fc2->weight})[0];  // (B, I), before its SiLU
     earlier = sum_of_hidden(previous, 0);
   }
   if (!state.conv.defined() || !state.ssm.defined()) state = initial_state(h.size(0), h.device(), h.scalar_type());
@@ -162,11 +162,11 @@ torch::Tensor MambaBlockImpl::decode_step(torch::Tensor h, const std::vector<Den
   auto [xc, x] = cuda::mamba_decode_prepare(y, I, gate, earlier, x_norm ? x_norm->weight : torch::Tensor(),
                                             x_norm ? x_norm->eps() : 0.0, state.conv, conv_weight, conv_bias);
   hidden = {x};
-  auto projected = torch::mm(xc, x_proj->weight.t());                          // (B, R + 2N)
-  auto delta = torch::mm(projected.narrow(1, 0, R), dt_proj->weight.t());     // (B, I)
+  auto projected = cuda::small_matmul(xc, x_proj->weight);                          // (B, R + 2N)
+  auto delta = cuda::small_matmul(projected.narrow(1, 0, R), dt_proj->weight);     // (B, I)
   auto out = cuda::mamba_scan_step(state.ssm, xc, delta, dt_proj->bias, decode_A(), projected.narrow(1, R, N),
                                    projected.narrow(1, R + N, N), D_skip, y.narrow(1, I, I));  // (B, I)
-  return h.addmm_(out, out_proj->weight.t());
+  return cuda::small_matmul(out, out_proj->weight, h);
 #else
   (void)h, (void)previous, (void)hidden, (void)state;
   throw std::logic_error("MambaBlock::decode_step needs DenseSSM built with CUDA");

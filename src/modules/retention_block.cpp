@@ -157,15 +157,16 @@ torch::Tensor RetentionBlockImpl::decode_step(torch::Tensor h, const std::vector
   const torch::Tensor& projection = decode_projection_.matrix(weights);
   auto x = cuda::rms_norm(h, input_layernorm->weight, input_layernorm->eps());  // (B, D)
   cuda::RetentionPrepareArgs args;
-  args.y = torch::mm(x, projection.t());  // (B, 2K + 2E [+ 2 r]): q, k, v, gate [, the transitions' inner]
+  args.y = cuda::small_matmul(x, projection);  // (B, 2K + 2E [+ 2 r]): q, k, v, gate [, the transitions' inner]
   args.heads = heads_;
   args.key_dim = K;
   args.value_dim = E;
   if (k_select && index_ > 0 && !previous.empty()) {
     const int64_t r = k_select->fc1->weight.size(0);
-    auto inner = torch::silu(args.y.narrow(1, 2 * K + 2 * E, 2 * r));  // (B, 2 r)
-    args.k_gate = torch::mm(inner.narrow(1, 0, r), k_select->fc2->weight.t());  // (B, K), before its SiLU
-    args.v_gate = torch::mm(inner.narrow(1, r, r), v_select->fc2->weight.t());  // (B, E)
+    // (B, K) and (B, E), before the gates' own SiLU
+    auto gates = cuda::transition_gates(args.y, 2 * K + 2 * E, r, {k_select->fc2->weight, v_select->fc2->weight});
+    args.k_gate = gates[0];
+    args.v_gate = gates[1];
     args.previous_k = sum_of_hidden(previous, 0);
     args.previous_v = sum_of_hidden(previous, 1);
     args.k_norm = k_norm->weight;
@@ -180,7 +181,7 @@ torch::Tensor RetentionBlockImpl::decode_step(torch::Tensor h, const std::vector
   if (state.kv.scalar_type() != torch::kFloat || !state.kv.is_contiguous()) state.kv = state.kv.to(torch::kFloat).contiguous();
   auto o = cuda::retention_decode_step(prepared.q, prepared.k, prepared.v, state.kv, decays_, position);  // (B, H, dv)
   auto gated = cuda::retention_decode_output(o, group_norm->weight, prepared.gate, group_norm->eps());  // (B, E)
-  return h.addmm_(gated, to_out->weight.t());
+  return cuda::small_matmul(gated, to_out->weight, h);
 #else
   (void)h, (void)previous, (void)hidden, (void)state, (void)position;
   throw std::logic_error("RetentionBlock::decode_step needs DenseSSM built with CUDA");

@@ -1,5 +1,8 @@
 #include "ops/cuda/decode_cuda.h"
 
+#include <cstdlib>
+#include <string>
+
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/torch.h>
@@ -8,11 +11,22 @@
 #include "mamba_step.h"
 #include "ops/cuda/kernel_call.h"
 #include "retention_step.h"
+#include "small_matmul.h"
 
 namespace densessm::cuda {
 namespace {
 
 cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }
+
+// DENSESSM_SMALL_MATMUL=0 in the environment sends every decode product to cuBLAS (for A/B measurements);
+// otherwise the kernel takes the products it is faster at (kernels::small_matmul_preferred).
+bool small_matmul_enabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("DENSESSM_SMALL_MATMUL");
+    return value == nullptr || std::string(value) != "0";
+  }();
+  return enabled;
+}
 
 // A matrix whose rows the kernels read in place: 2-D, unit stride along the row, of `dtype`.
 void check_rows(const torch::Tensor& t, const char* name, torch::ScalarType dtype) {
@@ -30,6 +44,66 @@ void check_dense(const torch::Tensor& t, const char* name, torch::ScalarType dty
 }
 
 }  // namespace
+
+torch::Tensor small_matmul(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& into) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  const auto dtype = x.scalar_type();
+  check_rows(x, "x", dtype);
+  TORCH_CHECK(w.dim() == 2 && w.size(1) == x.size(1) && w.scalar_type() == dtype && w.device() == x.device(),
+              "fused decode: the weight ", w.sizes(), " (", w.scalar_type(), ") does not match x ", x.sizes(), " (", dtype,
+              ")");
+  const int64_t M = x.size(0), N = w.size(0), K = x.size(1);
+  if (into.defined()) check_dense(into, "the sum", dtype, M * N);
+  auto out = into.defined() ? into : torch::empty({M, N}, x.options());
+  const auto weight = w.contiguous();
+  if (small_matmul_enabled() && kernel_dtype_supported(dtype)) {
+    const kernels::SmallMatmulParams p{x.data_ptr(), weight.data_ptr(), out.data_ptr(), M, N, K, x.stride(0), N,
+                                       into.defined(), kernel_dtype(dtype)};
+    if (kernels::small_matmul_preferred(p)) {
+      check(kernels::small_matmul(p, stream()), "small_matmul");
+      return out;
+    }
+  }
+  return into.defined() ? out.addmm_(x, weight.t()) : torch::mm(x, weight.t());
+}
+
+std::vector<torch::Tensor> transition_gates(const torch::Tensor& y, int64_t offset, int64_t rank,
+                                            const std::vector<torch::Tensor>& weights) {
+  const c10::cuda::CUDAGuard guard(y.device());
+  const auto dtype = y.scalar_type();
+  const int64_t B = y.size(0), parts = static_cast<int64_t>(weights.size());
+  check_rows(y, "the input projection", dtype);
+  TORCH_CHECK(parts >= 1 && parts <= 2 && y.size(1) >= offset + parts * rank, "fused decode: the input projection ",
+              y.sizes(), " does not hold ", parts, " transition inputs of ", rank, " columns at ", offset);
+  std::vector<torch::Tensor> out;
+  for (const auto& w : weights) {
+    TORCH_CHECK(w.dim() == 2 && w.size(1) == rank && w.scalar_type() == dtype && w.is_contiguous(),
+                "fused decode: a transition weight ", w.sizes(), " (", w.scalar_type(), ") is not (n, ", rank,
+                ") contiguous ", dtype);
+    out.push_back(torch::empty({B, w.size(0)}, y.options()));
+  }
+  if (kernel_dtype_supported(dtype) && B <= kernels::kTransitionBatch && rank <= kernels::kTransitionRank) {
+    kernels::TransitionParams p{};
+    p.y = y.data_ptr();
+    for (int64_t i = 0; i < parts; ++i) {
+      p.weight[i] = weights[i].data_ptr();
+      p.out[i] = out[i].data_ptr();
+      p.offset[i] = offset + i * rank;
+      p.n[i] = weights[i].size(0);
+    }
+    p.parts = static_cast<int>(parts);
+    p.batch = B;
+    p.y_stride = y.stride(0);
+    p.rank = rank;
+    p.dtype = kernel_dtype(dtype);
+    check(kernels::transition_gates(p, stream()), "transition_gates");
+    return out;
+  }
+  for (int64_t i = 0; i < parts; ++i) {
+    out[i] = torch::mm(torch::silu(y.narrow(1, offset + i * rank, rank)), weights[i].t());
+  }
+  return out;
+}
 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
   const c10::cuda::CUDAGuard guard(x.device());

@@ -4,13 +4,27 @@
 #pragma once
 
 #include <utility>
+#include <vector>
 
 #include <torch/types.h>
 
 namespace densessm::cuda {
 
+/// x (M, K) (unit stride along K) times w (N, K) transposed: (M, N). On the small-matmul kernel
+/// (kernels/small_matmul.h) where it qualifies (float16/bfloat16, M <= 8, K % 8 == 0, 16-byte aligned
+/// rows), else on cuBLAS. With `into` given ((M, N) contiguous, x's dtype) the product is added to it in
+/// place and `into` is returned.
+torch::Tensor small_matmul(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& into = {});
+
 /// x (R, D) with unit stride along D -> RMSNorm of each row times `weight`, (R, D) contiguous.
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+
+/// The dense selective transitions' second layers from the first layers' outputs, which are columns of
+/// the fused input projection y (B, ...): part i reads y's columns [offset + i rank, offset + (i + 1) rank),
+/// applies SiLU, and multiplies by weights[i] (n_i, rank) transposed: (B, n_i), before the gate's own SiLU.
+/// One kernel for up to two parts where it qualifies (B <= 8, rank <= 256), else SiLU and cuBLAS.
+std::vector<torch::Tensor> transition_gates(const torch::Tensor& y, int64_t offset, int64_t rank,
+                                            const std::vector<torch::Tensor>& weights);
 
 /// What the retention GAU needs from its fused input projection (kernels/decode_step.h has the formulas).
 struct RetentionPrepared {

@@ -58,10 +58,12 @@ class ChunkRetention : public torch::autograd::Function<ChunkRetention> {
     const auto shape = shape_of(q, v, decays, offset);
     auto o = torch::empty_like(v);                                                         // (B, H, T, dv)
     auto final_state = torch::empty({shape.batch, shape.heads, shape.dk, shape.dv}, q.options().dtype(torch::kFloat));
-    auto workspace = torch::empty({kernels::chunk_retention_workspace(shape)}, q.options());  // a state per chunk
+    // A state per chunk for the two-pass forward; nothing for the fused one.
+    auto workspace = torch::empty({kernels::chunk_retention_forward_workspace(shape)}, q.options());
     const kernels::RetentionForwardParams p{shape,          q.data_ptr(),     k.data_ptr(),
                                             v.data_ptr(),   pointer_or_null<float>(initial),
-                                            o.data_ptr(),   final_state.data_ptr<float>(), workspace.data_ptr()};
+                                            o.data_ptr(),   final_state.data_ptr<float>(),
+                                            workspace.numel() > 0 ? workspace.data_ptr() : nullptr};
     check(kernels::chunk_retention_forward(p, c10::cuda::getCurrentCUDAStream()), "chunk_retention_forward");
     ctx->save_for_backward({q, k, v, initial, decays, offset});
     return {o, final_state};
