@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The short GPU call for a decode-kernel change when little device time is left: builds only the tests and
 # densessm-generate, runs the decode kernels' and generation's CUDA test cases, then the speed mode of the
-# four large models (DenseRetNet first). About 5.5 minutes on a fresh H200 machine.
+# four large models (DenseRetNet first). About 6.5 minutes on a fresh H200 machine (5 of them the build).
+# Run it unpiped (not into `tail`): a call cut at its time limit returns only what was already printed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OUT=${OUT:-/tmp/densessm-out} LD_LIBRARY_PATH="/tmp/densessm-debs/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
