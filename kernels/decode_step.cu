@@ -18,19 +18,6 @@ constexpr int kPer = 8;
 constexpr int kOut = 2;
 constexpr int64_t kSlice = int64_t{kThreads} * kOut;
 
-/// The sum of v over the block (every thread gets it). `shared` holds kWarps floats; the call ends
-/// with a barrier, so the next call may reuse them.
-__device__ float block_sum(float v, float* shared) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  float total = lane < kWarps ? shared[lane] : 0.0f;
-  for (int offset = 16; offset > 0; offset >>= 1) total += __shfl_xor_sync(0xffffffffu, total, offset);
-  __syncthreads();
-  return total;
-}
-
 /// 1 / sqrt(mean(f(c)^2 for c < n) + eps) over the block. Nothing is stored in the pass, so the unrolled
 /// loop's loads are all issued before the first use.
 template <typename F>
@@ -46,7 +33,7 @@ __device__ float inverse_rms(F f, int64_t n, float eps, float* shared) {
       }
     }
   }
-  return rsqrtf(block_sum(squares, shared) / static_cast<float>(n) + eps);
+  return rsqrtf(block_sum<kWarps>(squares, shared) / static_cast<float>(n) + eps);
 }
 
 template <typename T>

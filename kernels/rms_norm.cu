@@ -10,18 +10,6 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kPerThread = static_cast<int>(kRmsNormMaxDim / kThreads);  // a thread's columns, at most
 constexpr int kBackwardBlocks = 1024;
 
-/// The sum of v over the block (every thread gets it); ends with a barrier so that `shared` can be reused.
-__device__ float block_sum(float v, float* shared) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  float total = lane < kWarps ? shared[lane] : 0.0f;
-  for (int offset = 16; offset > 0; offset >>= 1) total += __shfl_xor_sync(0xffffffffu, total, offset);
-  __syncthreads();
-  return total;
-}
-
 // One row per block.
 template <typename T, typename W>
 __global__ void __launch_bounds__(kThreads) forward_kernel(RmsNormForwardParams p) {
@@ -34,7 +22,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(RmsNormForwardParams 
     const float v = to_float(x[i]);
     squares += v * v;
   }
-  const float r = rsqrtf(block_sum(squares, shared) / static_cast<float>(p.dim) + p.eps);
+  const float r = rsqrtf(block_sum<kWarps>(squares, shared) / static_cast<float>(p.dim) + p.eps);
   if (threadIdx.x == 0) p.rstd[row] = r;
   T* y = static_cast<T*>(p.y) + row * p.dim;
   for (int64_t i = threadIdx.x; i < p.dim; i += kThreads) y[i] = from_float<T>(to_float(x[i]) * r * to_float(w[i]));
@@ -56,7 +44,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(RmsNormBackwardParam
     float dot = 0.0f;
     for (int64_t i = threadIdx.x; i < p.dim; i += kThreads) dot += to_float(dy[i]) * to_float(w[i]) * to_float(x[i]);
     const float r = p.rstd[row];
-    const float correction = block_sum(dot, shared) * inverse_dim * r * r * r;
+    const float correction = block_sum<kWarps>(dot, shared) * inverse_dim * r * r * r;
     T* dx = static_cast<T*>(p.dx) + row * p.dim;
 #pragma unroll
     for (int j = 0; j < kPerThread; ++j) {
