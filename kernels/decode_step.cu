@@ -1,6 +1,9 @@
 #include "decode_step.h"
 
+#include <algorithm>
 #include <cstdint>
+
+#include <cooperative_groups.h>
 
 #include "device_math.cuh"
 
@@ -67,10 +70,12 @@ __global__ void __launch_bounds__(kThreads) rms_norm_kernel(RmsNormParams p) {
   }
 }
 
-// Block (b, 0): the queries and keys of row b (their pairs, kOut per thread at a time); block (b, 1 + s):
-// slice s of the values and the gate.
+// The earlier prepare (PrepareKernel::kRowwise). Block (b, 0): the queries and keys of row b (their pairs, kOut
+// per thread at a time); block (b, 1 + s): slice s of the values and the gate. Every block with dense fusion
+// reads its whole row for the norm, and that pass waits on each load in turn: the SiLU's division carries a
+// slow-path branch that the compiler does not hoist the next element's loads over.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) retention_prepare_kernel(RetentionPrepareParams p) {
+__global__ void __launch_bounds__(kThreads) retention_prepare_rowwise_kernel(RetentionPrepareParams p) {
   __shared__ float shared[kWarps];
   const int64_t b = blockIdx.x, K = p.key_dim, E = p.value_dim;
   const T* y = static_cast<const T*>(p.y) + b * p.y_stride;
@@ -175,6 +180,174 @@ __global__ void __launch_bounds__(kThreads) retention_prepare_kernel(RetentionPr
   }
 }
 
+// The prepare on one cluster of kPrepareCluster blocks per sequence (PrepareKernel::kCluster): block r of
+// sequence b takes chunk r of the key pairs and chunk r of the values, so every element is read once, and a
+// thread issues all its loads (kPreparePairs pairs, kPrepareValues values) before it uses any. With dense
+// fusion each warp leaves its sums of squares (keys, values) in shared memory; after one cluster barrier
+// every warp adds the cluster's partial sums over distributed shared memory, in the same order in every
+// warp. The critical path is one L2 round, one cluster barrier and one distributed-shared-memory read.
+constexpr int kPrepareCluster = 8;  // blocks per sequence: the portable maximum of a cluster
+constexpr int kPrepareThreads = 512;
+constexpr int kPrepareWarps = kPrepareThreads / 32;
+constexpr int kPreparePairs = 1;
+constexpr int kPrepareValues = 4;
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+template <typename T>
+__global__ void __cluster_dims__(kPrepareCluster, 1, 1) __launch_bounds__(kPrepareThreads)
+    retention_prepare_cluster_kernel(RetentionPrepareParams p) {
+  namespace cg = cooperative_groups;
+  __shared__ float partial[2][kPrepareWarps];  // [keys, values][warp]: the warp's sum of squares
+  // In-row indices are 32-bit (the launch takes rows of at most kPrepareCluster * kPrepareThreads * per-thread
+  // elements), so the head's angle is a 32-bit remainder.
+  const int rank = static_cast<int>(blockIdx.x), threads = static_cast<int>(blockDim.x);
+  const int K = static_cast<int>(p.key_dim), E = static_cast<int>(p.value_dim), pairs = K / 2;
+  const unsigned dk = static_cast<unsigned>(p.head_qk_dim);
+  const int pair_chunk = (pairs + kPrepareCluster - 1) / kPrepareCluster;
+  const int value_chunk = (E + kPrepareCluster - 1) / kPrepareCluster;
+  const int pair_end = min(pairs, (rank + 1) * pair_chunk), value_end = min(E, (rank + 1) * value_chunk);
+  const int first_pair = rank * pair_chunk + static_cast<int>(threadIdx.x);
+  const int first_value = rank * value_chunk + static_cast<int>(threadIdx.x);
+  const int64_t b = blockIdx.y;
+  const T* yq = static_cast<const T*>(p.y) + b * p.y_stride;
+  const T* yk = yq + K;
+  const T* yv = yq + 2 * K;
+  const T* yg = yv + E;
+  const bool fuse = p.k_gate != nullptr;
+  const T* k_gate = fuse ? static_cast<const T*>(p.k_gate) + b * K : nullptr;
+  const T* k_earlier = fuse ? static_cast<const T*>(p.previous_k) + b * K : nullptr;
+  const T* k_norm = static_cast<const T*>(p.k_norm);
+  const T* v_gate = fuse ? static_cast<const T*>(p.v_gate) + b * E : nullptr;
+  const T* v_earlier = fuse ? static_cast<const T*>(p.previous_v) + b * E : nullptr;
+  const T* v_norm = static_cast<const T*>(p.v_norm);
+
+  // Loads, all of them before the first use; elements past the chunk stay 0 (and add 0 to the squares).
+  const int64_t position = p.position[b];
+  double angle[kPreparePairs] = {};
+  float q[kPreparePairs][2] = {}, k[kPreparePairs][2] = {}, kg[kPreparePairs][2] = {}, ke[kPreparePairs][2] = {},
+        kw[kPreparePairs][2] = {};
+#pragma unroll
+  for (int u = 0; u < kPreparePairs; ++u) {
+    const int pair = first_pair + u * threads;
+    if (pair >= pair_end) continue;
+    const int c = 2 * pair;
+    angle[u] = p.angles[static_cast<unsigned>(c) % dk];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      q[u][j] = to_float(yq[c + j]);
+      k[u][j] = to_float(yk[c + j]);
+      if (fuse) {
+        kg[u][j] = to_float(k_gate[c + j]);
+        ke[u][j] = to_float(k_earlier[c + j]);
+        kw[u][j] = to_float(k_norm[c + j]);
+      }
+    }
+  }
+  float v[kPrepareValues] = {}, og[kPrepareValues] = {}, vg[kPrepareValues] = {}, ve[kPrepareValues] = {},
+        vw[kPrepareValues] = {};
+#pragma unroll
+  for (int u = 0; u < kPrepareValues; ++u) {
+    const int c = first_value + u * threads;
+    if (c >= value_end) continue;
+    v[u] = to_float(yv[c]);
+    og[u] = to_float(yg[c]);
+    if (fuse) {
+      vg[u] = to_float(v_gate[c]);
+      ve[u] = to_float(v_earlier[c]);
+      vw[u] = to_float(v_norm[c]);
+    }
+  }
+
+  // Everything that does not wait for the norms: the activations, the fusion's sums and their squares, and
+  // the rotation's sin and cos: the angle position x frequency in float64 (it loses nothing there) brought
+  // into [-pi, pi] in float64 (by a product with 1 / 2pi: where that rounds the other way the angle is pi or
+  // -pi either way), then sin and cos on the special-function unit (absolute error ~5e-7 on [-pi, pi]).
+  constexpr double kTwoPi = 6.283185307179586, kInverseTwoPi = 0.15915494309189535;
+  float sn[kPreparePairs], cs[kPreparePairs], hidden_key[kPreparePairs][2], key[kPreparePairs][2];
+  float key_squares = 0.0f, value_squares = 0.0f;
+#pragma unroll
+  for (int u = 0; u < kPreparePairs; ++u) {
+    const double theta = static_cast<double>(position) * angle[u];
+    __sincosf(static_cast<float>(fma(-kTwoPi, rint(theta * kInverseTwoPi), theta)), &sn[u], &cs[u]);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      q[u][j] = silu(q[u][j]);
+      hidden_key[u][j] = silu(k[u][j]) * p.key_scale;
+      key[u][j] = fuse ? hidden_key[u][j] + silu(kg[u][j]) * ke[u][j] : hidden_key[u][j];
+      key_squares += key[u][j] * key[u][j];
+    }
+  }
+  float hidden_value[kPrepareValues], value[kPrepareValues];
+#pragma unroll
+  for (int u = 0; u < kPrepareValues; ++u) {
+    og[u] = silu(og[u]);
+    hidden_value[u] = silu(v[u]);
+    value[u] = fuse ? hidden_value[u] + silu(vg[u]) * ve[u] : hidden_value[u];
+    value_squares += value[u] * value[u];
+  }
+
+  // The norms' scales over the whole rows (fuse is the same in every block: all or none take the barriers).
+  // The cluster barrier's release is a GPU-scope fence that waits for the thread's stores, so every global
+  // store comes after it.
+  float key_scale = 1.0f, value_scale = 1.0f;
+  const cg::cluster_group cluster = cg::this_cluster();
+  if (fuse) {
+    const int lane = static_cast<int>(threadIdx.x) % 32, warps = threads / 32;
+    key_squares = warp_sum(key_squares);
+    value_squares = warp_sum(value_squares);
+    if (lane == 0) {
+      partial[0][threadIdx.x / 32] = key_squares;
+      partial[1][threadIdx.x / 32] = value_squares;
+    }
+    cluster.sync();  // every block of the cluster has started and left its partial sums
+    float keys = 0.0f, values = 0.0f;
+    for (int i = lane; i < kPrepareCluster * warps; i += 32) {
+      const float* remote = cluster.map_shared_rank(&partial[0][0], i / warps);
+      keys += remote[i % warps];
+      values += remote[kPrepareWarps + i % warps];
+    }
+    keys = warp_sum(keys);
+    values = warp_sum(values);
+    // The other blocks' shared memory has been read (its values are used above); barrier_wait at the end
+    // keeps every block until all have.
+    __cluster_barrier_arrive_relaxed();
+    key_scale = rsqrtf(keys / static_cast<float>(K) + p.eps);
+    value_scale = rsqrtf(values / static_cast<float>(E) + p.eps);
+  }
+
+  // The outputs, the keys and queries rotated.
+  const int64_t key_row = b * K, value_row = b * E;
+#pragma unroll
+  for (int u = 0; u < kPreparePairs; ++u) {
+    const int pair = first_pair + u * threads;
+    if (pair >= pair_end) continue;
+    const int64_t c = key_row + 2 * pair;
+    float kk[2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      store<T>(p.hidden_k, c + j, hidden_key[u][j]);
+      kk[j] = fuse ? key[u][j] * key_scale * kw[u][j] : key[u][j];
+    }
+    store<T>(p.q, c, q[u][0] * cs[u] - q[u][1] * sn[u]);
+    store<T>(p.q, c + 1, q[u][1] * cs[u] + q[u][0] * sn[u]);
+    store<T>(p.k, c, kk[0] * cs[u] - kk[1] * sn[u]);
+    store<T>(p.k, c + 1, kk[1] * cs[u] + kk[0] * sn[u]);
+  }
+#pragma unroll
+  for (int u = 0; u < kPrepareValues; ++u) {
+    const int c = first_value + u * threads;
+    if (c >= value_end) continue;
+    store<T>(p.hidden_v, value_row + c, hidden_value[u]);
+    store<T>(p.v, value_row + c, fuse ? value[u] * value_scale * vw[u] : value[u]);
+    store<T>(p.g, value_row + c, og[u]);
+  }
+  if (fuse) cluster.barrier_wait();  // no block leaves while another may still read its partial sums
+}
+
 // One output row n (of the parts laid end to end) per thread, for every token. The loads of a row's weights
 // are all issued before the first product (kTransitionChunk 16-byte loads at a time), and so are a thread's
 // loads of the first layers' outputs: a loop that waited on one load per turn made the kernel a chain of L2
@@ -265,16 +438,18 @@ __global__ void __launch_bounds__(kTransitionThreads) transition_kernel(Transiti
   }
 }
 
+// The output pass takes kPer elements per thread, as the norm's pass does: a head's dv values (1280 in the
+// 1.3B model) in one round of loads, not two.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) retention_output_kernel(RetentionOutputParams p) {
   __shared__ float shared[kWarps];
   const int64_t offset = static_cast<int64_t>(blockIdx.x) * p.dv;  // (b, h): o and g share the layout
   const T* o = static_cast<const T*>(p.o) + offset;
   const float r = inverse_rms([&](int64_t c) { return to_float(o[c]); }, p.dv, p.eps, shared);
-  for (int64_t base = threadIdx.x; base < p.dv; base += int64_t{kThreads} * kOut) {
-    float v[kOut], w[kOut], g[kOut];
+  for (int64_t base = threadIdx.x; base < p.dv; base += int64_t{kThreads} * kPer) {
+    float v[kPer], w[kPer], g[kPer];
 #pragma unroll
-    for (int u = 0; u < kOut; ++u) {
+    for (int u = 0; u < kPer; ++u) {
       const int64_t c = base + int64_t{u} * kThreads;
       if (c >= p.dv) continue;
       v[u] = to_float(o[c]);
@@ -282,7 +457,7 @@ __global__ void __launch_bounds__(kThreads) retention_output_kernel(RetentionOut
       g[u] = load<T>(p.g, offset + c);
     }
 #pragma unroll
-    for (int u = 0; u < kOut; ++u) {
+    for (int u = 0; u < kPer; ++u) {
       const int64_t c = base + int64_t{u} * kThreads;
       if (c < p.dv) store<T>(p.out, offset + c, v[u] * r * w[u] * g[u]);
     }
@@ -333,10 +508,25 @@ cudaError_t rms_norm_rows(const RmsNormParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-cudaError_t retention_decode_prepare(const RetentionPrepareParams& p, cudaStream_t stream) {
+cudaError_t retention_decode_prepare(const RetentionPrepareParams& p, cudaStream_t stream, PrepareKernel kernel) {
   if (p.batch == 0) return cudaSuccess;
-  const dim3 grid(static_cast<unsigned>(p.batch), static_cast<unsigned>(1 + (p.value_dim + kSlice - 1) / kSlice));
-  with_storage_type(p.dtype, [&](auto t) { retention_prepare_kernel<decltype(t)><<<grid, kThreads, 0, stream>>>(p); });
+  // A block of the cluster kernel takes ceil(K / 2 / 8) pairs and ceil(E / 8) values, kPreparePairs and
+  // kPrepareValues per thread; rows longer than its largest block go to the row-wise kernel.
+  const int64_t pair_chunk = (p.key_dim / 2 + kPrepareCluster - 1) / kPrepareCluster;
+  const int64_t value_chunk = (p.value_dim + kPrepareCluster - 1) / kPrepareCluster;
+  const int64_t needed = std::max((pair_chunk + kPreparePairs - 1) / kPreparePairs,
+                                  (value_chunk + kPrepareValues - 1) / kPrepareValues);
+  const int64_t threads = std::max<int64_t>(32, (needed + 31) / 32 * 32);
+  if (kernel == PrepareKernel::kCluster && threads <= kPrepareThreads && p.batch <= 65535) {
+    const dim3 grid(kPrepareCluster, static_cast<unsigned>(p.batch));
+    with_storage_type(p.dtype, [&](auto t) {
+      retention_prepare_cluster_kernel<decltype(t)><<<grid, static_cast<unsigned>(threads), 0, stream>>>(p);
+    });
+  } else {
+    const dim3 grid(static_cast<unsigned>(p.batch), static_cast<unsigned>(1 + (p.value_dim + kSlice - 1) / kSlice));
+    with_storage_type(p.dtype,
+                      [&](auto t) { retention_prepare_rowwise_kernel<decltype(t)><<<grid, kThreads, 0, stream>>>(p); });
+  }
   return cudaGetLastError();
 }
 

@@ -59,7 +59,16 @@ struct RetentionPrepareParams {
   float key_scale, eps;
   DType dtype;
 };
-cudaError_t retention_decode_prepare(const RetentionPrepareParams& p, cudaStream_t stream);
+/// Which kernel computes it. kCluster (the default): one cluster of 8 blocks per sequence, each block a
+/// chunk of the key pairs and of the values, every element read once, the fused norms' sums of squares
+/// shared over distributed shared memory (sm_90); rows beyond its largest block (K > 8192 or E > 16384) go
+/// to kRowwise. kRowwise: the earlier kernel (one block for the keys and one per 1024 values of each
+/// sequence, each re-reading its row for the norm). DENSESSM_DECODE_PREPARE=0 in the environment makes the
+/// model's decode step (src/ops/cuda/decode_cuda.cpp, read once) pick kRowwise, for A/B measurements;
+/// tools/decode_prepare_probe.cu checks and times both.
+enum class PrepareKernel { kCluster, kRowwise };
+cudaError_t retention_decode_prepare(const RetentionPrepareParams& p, cudaStream_t stream,
+                                     PrepareKernel kernel = PrepareKernel::kCluster);
 
 /// The selective transitions' second layers, one token per sequence: for each part i (at most 2),
 ///   out_i[b, n] = sum_j weight_i[n, j] silu(y[b, offset_i + j]),  j < rank,

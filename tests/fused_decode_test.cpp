@@ -1,5 +1,6 @@
 // The fused decode step (CausalLMImpl::step on the kernels of kernels/decode_step.h) against the step form
-// of the LibTorch operators, and the fused input projections it relies on.
+// of the LibTorch operators, the fused input projections it relies on, and its kernels against float64.
+#include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
@@ -13,6 +14,9 @@
 #include "test_helpers.h"
 
 #ifdef DENSESSM_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include "decode_step.h"
 #include "kernel_test_helpers.h"
 #include "ops/cuda/decode_cuda.h"
 #endif
@@ -190,6 +194,98 @@ TEST_F(FusedDecodeKernel, TransitionGatesMatchTheFloat64Reference) {
         EXPECT_LT(relative_error(single[0], torch::mm(torch::silu(y64.narrow(1, offset, rank)), cpu64(w1).t())),
                   tolerance(dtype))
             << "one part";
+      }
+    }
+  }
+}
+
+
+// The retention prepare (both kernels of kernels/decode_step.h) against float64: with and without dense
+// fusion, batches 1, 6 and 8, the 1.3B model's heads (K 1280, E 5120), sizes that split unevenly over the
+// cluster's blocks and threads (K 30, E 42; K 12, E 2060), rows too long for the cluster kernel (K 8200,
+// which goes to the row-wise one), rows of y inside a wider matrix, and positions up to 60000, where an angle
+// reduced in float32 would be off by ~1e-3. The outputs start as NaN, so an element left unwritten shows.
+TEST_F(FusedDecodeKernel, RetentionPrepareMatchesTheFloat64Reference) {
+  struct Shape {
+    int64_t heads, dk, dv;
+  };
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  for (const auto kernel : {kernels::PrepareKernel::kCluster, kernels::PrepareKernel::kRowwise}) {
+    for (const Shape shape : {Shape{4, 320, 1280}, Shape{3, 10, 14}, Shape{2, 6, 1030}, Shape{2, 4100, 8}}) {
+      for (const int64_t B : {1, 6, 8}) {
+        for (const bool fuse : {true, false}) {
+          for (const auto dtype : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
+            const int64_t H = shape.heads, dk = shape.dk, K = H * dk, E = H * shape.dv;
+            SCOPED_TRACE(std::string(kernel == kernels::PrepareKernel::kCluster ? "cluster" : "rowwise") + " K " +
+                         std::to_string(K) + " E " + std::to_string(E) + " B " + std::to_string(B) +
+                         (fuse ? " fused " : " ") + c10::toString(dtype));
+            const auto options = cuda.dtype(dtype);
+            const auto y = torch::randn({B, 2 * K + 2 * E + 5}, options);
+            const auto k_gate = torch::randn({B, K}, options), v_gate = torch::randn({B, E}, options);
+            const auto previous_k = torch::randn({B, K}, options), previous_v = torch::randn({B, E}, options);
+            const auto k_norm = 1 + 0.1 * torch::randn({K}, options), v_norm = 1 + 0.1 * torch::randn({E}, options);
+            // (dk) each pair's frequency for both of its dimensions, as the rotation lays them out
+            const auto angles = torch::pow(1e4, -torch::arange(0, dk, 2, cuda.dtype(torch::kDouble)) / dk)
+                                    .repeat_interleave(2);
+            auto position = torch::randint(0, 60000, {B}, cuda.dtype(torch::kLong));
+            position[0].fill_(50000);
+            const double eps = 1e-6;
+            std::vector<torch::Tensor> out;  // q, k, v, g, hidden_k, hidden_v
+            for (const int64_t n : {K, K, E, E, K, E}) out.push_back(poisoned({B, n}, dtype));
+            kernels::RetentionPrepareParams p{};
+            p.y = y.data_ptr();
+            if (fuse) {
+              p.k_gate = k_gate.data_ptr();
+              p.v_gate = v_gate.data_ptr();
+              p.previous_k = previous_k.data_ptr();
+              p.previous_v = previous_v.data_ptr();
+              p.k_norm = k_norm.data_ptr();
+              p.v_norm = v_norm.data_ptr();
+            }
+            p.angles = angles.data_ptr<double>();
+            p.position = position.data_ptr<int64_t>();
+            p.q = out[0].data_ptr();
+            p.k = out[1].data_ptr();
+            p.v = out[2].data_ptr();
+            p.g = out[3].data_ptr();
+            p.hidden_k = out[4].data_ptr();
+            p.hidden_v = out[5].data_ptr();
+            p.batch = B;
+            p.y_stride = y.stride(0);
+            p.key_dim = K;
+            p.value_dim = E;
+            p.head_qk_dim = dk;
+            p.key_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dk)));
+            p.eps = static_cast<float>(eps);
+            p.dtype = kernel_dtype(dtype);
+            ASSERT_EQ(kernels::retention_decode_prepare(p, c10::cuda::getCurrentCUDAStream(), kernel), cudaSuccess);
+
+            const auto y64 = cpu64(y);
+            const auto hidden_k = torch::silu(y64.narrow(1, K, K)) / std::sqrt(static_cast<double>(dk));
+            const auto hidden_v = torch::silu(y64.narrow(1, 2 * K, E));
+            auto k = hidden_k, v = hidden_v;
+            if (fuse) {
+              const auto norm = [&](const torch::Tensor& x, const torch::Tensor& weight) {
+                return x * torch::rsqrt(x.pow(2).mean(-1, true) + eps) * cpu64(weight);
+              };
+              k = norm(hidden_k + torch::silu(cpu64(k_gate)) * cpu64(previous_k), k_norm);
+              v = norm(hidden_v + torch::silu(cpu64(v_gate)) * cpu64(previous_v), v_norm);
+            }
+            const auto theta = cpu64(position).unsqueeze(1) * cpu64(angles).unsqueeze(0);  // (B, dk)
+            const auto rotate = [&](const torch::Tensor& x) {
+              const auto heads = x.view({B, H, dk / 2, 2});
+              const auto x0 = heads.select(3, 0), x1 = heads.select(3, 1);
+              const auto cos = theta.slice(1, 0, dk, 2).cos().unsqueeze(1), sin = theta.slice(1, 0, dk, 2).sin().unsqueeze(1);
+              return torch::stack({x0 * cos - x1 * sin, x1 * cos + x0 * sin}, 3).view({B, K});
+            };
+            const std::vector<torch::Tensor> exact{rotate(torch::silu(y64.narrow(1, 0, K))), rotate(k), v,
+                                                   torch::silu(y64.narrow(1, 2 * K + E, E)), hidden_k, hidden_v};
+            const char* names[] = {"q", "k", "v", "g", "hidden_k", "hidden_v"};
+            for (size_t i = 0; i < exact.size(); ++i) {
+              EXPECT_LT(relative_error(out[i], exact[i]), tolerance(dtype)) << names[i];
+            }
+          }
+        }
       }
     }
   }

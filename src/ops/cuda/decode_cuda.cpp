@@ -28,6 +28,17 @@ bool small_matmul_enabled() {
   return enabled;
 }
 
+// DENSESSM_DECODE_PREPARE=0 in the environment runs the retention prepare on its earlier row-wise kernel (for
+// A/B measurements); otherwise on the cluster kernel where the rows fit it (kernels/decode_step.h).
+kernels::PrepareKernel prepare_kernel() {
+  static const kernels::PrepareKernel kernel = [] {
+    const char* value = std::getenv("DENSESSM_DECODE_PREPARE");
+    return value != nullptr && std::string(value) == "0" ? kernels::PrepareKernel::kRowwise
+                                                         : kernels::PrepareKernel::kCluster;
+  }();
+  return kernel;
+}
+
 // A matrix whose rows the kernels read in place: 2-D, unit stride along the row, of `dtype`.
 void check_rows(const torch::Tensor& t, const char* name, torch::ScalarType dtype) {
   TORCH_CHECK(t.dim() == 2 && t.stride(1) == 1, "fused decode: ", name, " must be a (rows, n) matrix with unit stride along n, got ",
@@ -127,8 +138,8 @@ RetentionPrepared retention_decode_prepare(const RetentionPrepareArgs& a) {
               ", E = ", E, " in ", H, " heads");
   const bool fuse = a.k_gate.defined();
   if (fuse) {
-    check_rows(a.k_gate, "the key gate", dtype);
-    check_rows(a.v_gate, "the value gate", dtype);
+    check_dense(a.k_gate, "the key gate", dtype, B * K);
+    check_dense(a.v_gate, "the value gate", dtype, B * E);
     check_dense(a.previous_k, "the earlier keys", dtype, B * K);
     check_dense(a.previous_v, "the earlier values", dtype, B * E);
     check_dense(a.k_norm, "the key norm", dtype, K);
@@ -173,7 +184,7 @@ RetentionPrepared retention_decode_prepare(const RetentionPrepareArgs& a) {
   p.key_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dk)));
   p.eps = static_cast<float>(a.eps);
   p.dtype = kernel_dtype(dtype);
-  check(kernels::retention_decode_prepare(p, stream()), "retention_decode_prepare");
+  check(kernels::retention_decode_prepare(p, stream(), prepare_kernel()), "retention_decode_prepare");
   return r;
 }
 
