@@ -22,41 +22,44 @@ constexpr int kThreads = kWarps * 32;
 static_assert(kChunk == kTile && kTile == kDepth && kTile == 16 * kWarps,
               "the warps' rows must cover a chunk and a tile, and every staged slice is (64 x 64)");
 
-// A warp's 16 x 64 float32 accumulator in the register layout of mma.m16n8k16: for n = 0..7 and
+// A warp's 16 x (8 kN) float32 accumulator in the register layout of mma.m16n8k16: for n < kN and
 // e = 0..3, v[n][e] is element (row(e), 8n + 2 (lane % 4) + e % 2) with row(e) = lane / 4 + 8 (e / 2).
 // The float32 path keeps the same layout, so the epilogues are written once.
-struct Accumulator {
-  float v[8][4];
+template <int kN>
+struct Fragment {
+  float v[kN][4];
   __device__ void zero() {
 #pragma unroll
-    for (int n = 0; n < 8; ++n)
+    for (int n = 0; n < kN; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) v[n][e] = 0.0f;
   }
   __device__ void scale(float s) {
 #pragma unroll
-    for (int n = 0; n < 8; ++n)
+    for (int n = 0; n < kN; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) v[n][e] *= s;
   }
   __device__ static int row(int e) { return (threadIdx.x & 31) / 4 + 8 * (e / 2); }
   __device__ static int col(int n, int e) { return 8 * n + 2 * (threadIdx.x & 3) + (e & 1); }
 };
+using Accumulator = Fragment<8>;  // a whole 16 x 64 tile
 
-// Writes value(r, v) for each element v of the accumulator at (r, c) of the warp's tile to dst[r * ld + c],
+// Writes value(r, c, v) for each element v of the accumulator at (r, c) of the warp's tile to dst[r * ld + c],
 // the rows r < rows and columns c < cols that exist; adjacent columns as one store when ld is even (the
 // callers' dst then lies at an even offset in its allocation, a sum of multiples of ld and 64).
-template <typename T, typename F>
-__device__ __forceinline__ void store_tile(T* dst, int64_t ld, int64_t rows, int64_t cols, const Accumulator& acc,
+template <typename T, int kN, typename F>
+__device__ __forceinline__ void store_tile(T* dst, int64_t ld, int64_t rows, int64_t cols, const Fragment<kN>& acc,
                                            F value) {
 #pragma unroll
-  for (int n = 0; n < 8; ++n)
+  for (int n = 0; n < kN; ++n)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = Accumulator::row(2 * h), c = Accumulator::col(n, 0);
       if (r >= rows || c >= cols) continue;
       T* at = dst + r * ld + c;
-      const T v0 = from_float<T>(value(r, acc.v[n][2 * h])), v1 = from_float<T>(value(r, acc.v[n][2 * h + 1]));
+      const T v0 = from_float<T>(value(r, c, acc.v[n][2 * h]));
+      const T v1 = from_float<T>(value(r, c + 1, acc.v[n][2 * h + 1]));
       if (ld % 2 == 0) {
         struct alignas(2 * sizeof(T)) Pair {
           T x, y;
@@ -115,13 +118,13 @@ __device__ __forceinline__ uint32_t weigh(uint32_t x, float w0, float w1) {
   return x;
 }
 
-// acc += A B for the warp's 16 rows, both operands in shared memory, depth a multiple of 16:
+// acc += A B for the warp's 16 rows (kN even), both operands in shared memory, depth a multiple of 16:
 //   A (16 x depth): a[i * lda + k], or with kAKMajor a[k * lda + i] times weight[k];
-//   B (depth x 64): b[n * ldb + k], or with kBKMajor b[k * ldb + n].
+//   B (depth x 8 kN): b[n * ldb + k], or with kBKMajor b[k * ldb + n].
 // The k-major operands are read with ldmatrix.trans, so they are staged as they lie in global memory.
 // bfloat16/float16 run on the tensor cores; float32 runs on FMA (tf32 would miss the 1e-5 tolerance).
-template <typename T, bool kAKMajor, bool kBKMajor>
-__device__ __forceinline__ void warp_product(Accumulator& acc, const T* a, int lda, const T* b, int ldb, int depth,
+template <typename T, bool kAKMajor, bool kBKMajor, int kN>
+__device__ __forceinline__ void warp_product(Fragment<kN>& acc, const T* a, int lda, const T* b, int ldb, int depth,
                                              const float* weight = nullptr) {
   const int lane = threadIdx.x & 31, g = lane / 4, t = lane & 3, m = lane / 8;
   if constexpr (std::is_same_v<T, float>) {
@@ -133,7 +136,7 @@ __device__ __forceinline__ void warp_product(Accumulator& acc, const T* a, int l
         a1 *= weight[k];
       }
 #pragma unroll
-      for (int n = 0; n < 8; ++n) {
+      for (int n = 0; n < kN; ++n) {
         const int j = 8 * n + 2 * t;
         const float b0 = kBKMajor ? b[k * ldb + j] : b[j * ldb + k];
         const float b1 = kBKMajor ? b[k * ldb + j + 1] : b[(j + 1) * ldb + k];
@@ -163,7 +166,7 @@ __device__ __forceinline__ void warp_product(Accumulator& acc, const T* a, int l
         af[3] = pair(a + (g + 8) * lda + k + 8 + 2 * t);
       }
 #pragma unroll
-      for (int n = 0; n < 8; n += 2) {
+      for (int n = 0; n < kN; n += 2) {
         uint32_t bf[2][2];
         if constexpr (kBKMajor) {
           // Blocks (k 0-7, columns 8n..), (k 8-15, 8n..), (k 0-7, 8n+8..), (k 8-15, 8n+8..).
@@ -273,7 +276,7 @@ __global__ void __launch_bounds__(kThreads, kReverse ? 3 : 4) state_scan_kernel(
   const T* b = p.b + bh * geo.T * p.db;
   const int64_t state_size = p.da * p.db;
   const int64_t warp_row0 = row0 + 16 * warp;  // the warp's first state row
-  const auto identity = [](int, float v) { return v; };
+  const auto identity = [](int, int, float v) { return v; };
 
   // Issues the copies of the chunk of `step` into stage step % 2 and computes its weights.
   auto load = [&](int64_t step) {
@@ -476,23 +479,33 @@ __global__ void __launch_bounds__(kThreads, 4) chunk_output_kernel(ChunkArgs<T> 
       const int64_t c0 = (tile0 + at.tile) * kTile;
       const float* warp_post = post + 16 * warp;
       store_tile(out + (t0 + 16 * warp) * p.dc + c0, p.dc, L - 16 * warp, p.dc - c0, acc,
-                 [warp_post](int r, float v) { return warp_post[r] * v; });
+                 [warp_post](int r, int, float v) { return warp_post[r] * v; });
       acc.zero();
     }
   }
 }
 
-// The fused forward: one block per (batch, head, 64-column tile of v) walks the chunks in order, keeping
+// The fused forwards: one block per (batch, head, 64-column tile of v) walks the chunks in order, keeping
 // its (dk x 64) tile of the state in float32 registers, so that no per-chunk state leaves the chip:
 //   O_c     = diag(r) [ (Q_c K_c^T o D) V_c + diag(g^(i+1)) Q_c S_c ]
 //   S_{c+1} = g^L S_c + K_c^T diag(g^(L-1-j)) V_c
-// (the scores Q_c K_c^T are recomputed by every column tile's block). Eight warps: warps 0-3 compute the
+// Eight warps; the state's 16-row tile m belongs to warp m % 8, which advances it and writes it, rounded to
+// the inputs' dtype, into shared memory as the next chunk's operand S_c. Two forms of the output side:
+//
+// fused_forward_kernel recomputes the scores Q_c K_c^T in every column tile's block: warps 0-3 compute the
 // scores of rows 16w.. while warps 4-7 compute Q_c S_c for the same rows (as many products); after a
-// barrier warps 4-7 add P V_c and store their rows of O_c, and every warp advances its 16-row tiles of the
-// state (tile m belongs to warp m % 8) and writes them, rounded to the inputs' dtype, as the next chunk's
-// operand S_c. Shared memory: the chunk's q (one stage: the next chunk's loads once the scores and Q S
-// are done), k and the v tile (two stages: the next chunk's load during the whole chunk), the rounded
-// state, the masked scores.
+// barrier warps 4-7 add P V_c and store their rows of O_c while every warp advances its state tiles.
+//
+// fused_scores_forward_kernel (DENSESSM_RETENTION_FUSED=2) stages the masked scores P, computed once per
+// (batch, head, chunk) by chunk_scores_kernel into the workspace, beside k and v: at dv 1280 the first form
+// recomputes them in the 20 blocks of a head (a third of its products, on half its warps). All eight warps
+// compute Q_c S_c for a 16 x 32 piece of O_c each (rows 16 (w % 4), columns 32 (w / 4)); after a barrier
+// they add P V_c to it, store it and advance their state tiles. Its products are the first form's,
+// element by element in the same order, so the two give the same bits.
+//
+// Shared memory: the chunk's q (one stage: the next chunk's loads once Q S is done), k, the v tile and
+// (second form) the scores (two stages: the next chunk's load during the whole chunk), the rounded state,
+// the scores (first form: computed in place).
 constexpr int kFusedWarps = 8;
 constexpr int kFusedThreads = 32 * kFusedWarps;
 constexpr int64_t kFusedMaxDk = 320;  // the state tiles of a warp (at most 3 x 32 floats) stay in registers
@@ -500,18 +513,94 @@ static_assert(kFusedWarps == 2 * kWarps, "warps 0-3 and 4-7 each cover the chunk
 static_assert((kFusedMaxDk + 15) / 16 <= 3 * kFusedWarps, "a warp holds at most 3 tiles of the state");
 
 struct FusedLayout {
-  int dk_rows;  // dk rounded up to 16: the depth of the products over dk, the rows of the state
-  int ld;       // row stride of the staged q and k
-  // 16-bit elements: q, k [stage], v [stage], the state (dk_rows x kLd), the scores; then float32 token
-  // weights, 1/sqrt(w_n) and g^d, d = 0..64.
-  int elements() const { return 3 * kChunk * ld + 3 * kSlice + dk_rows * kLd; }
+  int dk_rows;         // dk rounded up to 16: the depth of the products over dk, the rows of the state
+  int ld;              // row stride of the staged q and k
+  bool staged_scores;  // the scores come from chunk_scores_kernel, in two stages
+  // 16-bit elements: q, k [stage], v [stage], the scores ([stage] when staged), the state (dk_rows x kLd);
+  // then float32 token weights, 1/sqrt(w_n) and g^d, d = 0..64.
+  int elements() const { return 3 * kChunk * ld + (staged_scores ? 4 : 3) * kSlice + dk_rows * kLd; }
   int bytes() const { return elements() * 2 + (3 * kChunk + 1) * static_cast<int>(sizeof(float)); }
+  // chunk_scores_kernel: q, k (chunk tokens, ld) and g^d, d = 0..63.
+  int scores_bytes() const { return 2 * kChunk * ld * 2 + kChunk * static_cast<int>(sizeof(float)); }
 };
 
-FusedLayout fused_layout(int64_t dk) {
+FusedLayout fused_layout(int64_t dk, bool staged_scores) {
   const int dk_rows = static_cast<int>((dk + 15) / 16 * 16);
-  return {dk_rows, dk_rows + kPad};
+  return {dk_rows, dk_rows + kPad, staged_scores};
 }
+
+// P[i][j] = g^(i-j) (q_i . k_j) for j <= i, else 0, of one (batch, head, chunk), rounded to T as the operand
+// of P V: scores (B, H, chunks, chunk tokens, chunk tokens), rows and columns past T zero (q and k are
+// staged with zeros there). Four warps of 16 rows.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    chunk_scores_kernel(RetentionForwardParams p, FusedLayout layout, T* scores) {
+  extern __shared__ __align__(16) unsigned char shared[];
+  const int ld = layout.ld;
+  T* qs = reinterpret_cast<T*>(shared);                       // (chunk tokens, ld)
+  T* ks = qs + kChunk * ld;                                   // (chunk tokens, ld)
+  float* power = reinterpret_cast<float*>(ks + kChunk * ld);  // g^d, d = 0..63
+
+  const int64_t bh = blockIdx.z, chunk = blockIdx.x;
+  const Geometry geo(p.shape, bh);
+  const int64_t dk = p.shape.dk;
+  const int rows = 16 * (threadIdx.x / 32);
+  stage<T>(qs, ld, static_cast<const T*>(p.q) + bh * geo.T * dk, geo.T, dk, chunk * kChunk, 0, kChunk, layout.dk_rows);
+  stage<T>(ks, ld, static_cast<const T*>(p.k) + bh * geo.T * dk, geo.T, dk, chunk * kChunk, 0, kChunk, layout.dk_rows);
+  commit_copies();
+  if (threadIdx.x < kChunk) power[threadIdx.x] = geo.power(threadIdx.x);
+  wait_copies();
+  __syncthreads();
+
+  Accumulator acc;
+  acc.zero();
+  warp_product<T, false, false>(acc, qs + rows * ld, ld, ks, ld, layout.dk_rows);
+  T* out = scores + (bh * geo.chunks + chunk) * kChunk * kChunk + rows * kChunk;
+  store_tile(out, kChunk, kChunk - rows, kChunk, acc,
+             [power, rows](int r, int j, float x) { return j <= rows + r ? x * power[rows + r - j] : 0.0f; });
+}
+
+// The block's (dk x 64) tile of the state, float32, in registers: the warp's 16-row tiles warp + 8 i.
+template <int kStateTiles>
+struct StateTiles {
+  Accumulator s[kStateTiles];
+  int warp, tiles;  // this warp; the 16-row tiles of the state (dk_rows / 16)
+
+  __device__ StateTiles(int warp_, int tiles_) : warp(warp_), tiles(tiles_) {}
+  __device__ int row0(int i) const { return 16 * (warp + kFusedWarps * i); }
+  // From the (dk x dv) float32 state at `state` (the tile's first column), or zeros when null.
+  __device__ void load(const float* state, int64_t dk, int64_t dv, int64_t cols) {
+#pragma unroll
+    for (int i = 0; i < kStateTiles; ++i) {
+      s[i].zero();
+      if (state != nullptr && row0(i) < dk) load_tile(s[i], state + row0(i) * dv, dv, dk - row0(i), cols);
+    }
+  }
+  __device__ void store(float* state, int64_t dk, int64_t dv, int64_t cols) const {
+#pragma unroll
+    for (int i = 0; i < kStateTiles; ++i)
+      if (row0(i) < dk)
+        store_tile(state + row0(i) * dv, dv, dk - row0(i), cols, s[i], [](int, int, float x) { return x; });
+  }
+  // Rounded into ss (dk_rows x kLd) as the operand of the next chunk's Q S (read after the next barrier).
+  template <typename T>
+  __device__ void store_rounded(T* ss) const {
+#pragma unroll
+    for (int i = 0; i < kStateTiles; ++i)
+      if (row0(i) / 16 < tiles)
+        store_tile(ss + row0(i) * kLd, kLd, 16, kTile, s[i], [](int, int, float x) { return x; });
+  }
+  // S <- g^L S + K_c^T diag(weight) V_c, kc (chunk tokens, ld), vc (chunk tokens, kLd).
+  template <typename T>
+  __device__ void advance(float decay, const T* kc, int ld, const T* vc, const float* weight) {
+#pragma unroll
+    for (int i = 0; i < kStateTiles; ++i)
+      if (row0(i) / 16 < tiles) {
+        s[i].scale(decay);
+        warp_product<T, true, true>(s[i], kc + row0(i), ld, vc, kLd, kChunk, weight);
+      }
+  }
+};
 
 template <typename T, int kStateTiles>
 __global__ void __launch_bounds__(kFusedThreads, 1)
@@ -522,24 +611,22 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
   T* qs = reinterpret_cast<T*>(shared);  // (chunk tokens, ld)
   T* ks = qs + kChunk * ld;              // [stage] (chunk tokens, ld)
   T* vs = ks + 2 * kChunk * ld;          // [stage] (chunk tokens, kLd)
-  T* ss = vs + 2 * kSlice;               // (dk_rows, kLd): the state entering the chunk
-  T* ps = ss + layout.dk_rows * kLd;     // (chunk tokens, kLd): the masked scores
-  float* weight = reinterpret_cast<float*>(ps + kSlice);  // (chunk tokens): g^(L-1-j), 0 past the chunk
-  float* post = weight + kChunk;                          // (chunk tokens): 1/sqrt(w_n)
-  float* power = post + kChunk;                           // g^d, d = 0..64
+  T* ps = vs + 2 * kSlice;               // (chunk tokens, kLd): the masked scores
+  T* ss = ps + kSlice;                   // (dk_rows, kLd): the state entering the chunk
+  float* weight = reinterpret_cast<float*>(ss + layout.dk_rows * kLd);  // (chunk tokens): g^(L-1-j), 0 past the chunk
+  float* post = weight + kChunk;                                        // (chunk tokens): 1/sqrt(w_n)
+  float* power = post + kChunk;                                         // g^d, d = 0..64
 
   const int64_t bh = blockIdx.z;
   const Geometry geo(p.shape, bh);
   const int64_t dk = p.shape.dk, dv = p.shape.dv, col0 = int64_t{blockIdx.x} * kTile;
   const int warp = threadIdx.x / 32;
   const int rows = 16 * (warp % kWarps);  // the chunk rows of the warp's scores or outputs
-  const int state_tiles = layout.dk_rows / 16;
   const T* q = static_cast<const T*>(p.q) + bh * geo.T * dk;
   const T* k = static_cast<const T*>(p.k) + bh * geo.T * dk;
   const T* v = static_cast<const T*>(p.v) + bh * geo.T * dv;
   T* o = static_cast<T*>(p.o) + bh * geo.T * dv;
   const int64_t state0 = bh * dk * dv + col0;  // the tile's first element in the (B, H, dk, dv) states
-  const auto identity = [](int, float x) { return x; };
 
   auto load_keys = [&](int64_t chunk) {  // k and the v tile of `chunk` into stage chunk % 2
     stage<T, kFusedThreads>(ks + (chunk & 1) * kChunk * ld, ld, k, geo.T, dk, chunk * kChunk, 0, kChunk,
@@ -551,25 +638,12 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
     stage<T, kFusedThreads>(qs, ld, q, geo.T, dk, chunk * kChunk, 0, kChunk, layout.dk_rows);
     commit_copies();
   };
-  // The warp's state tiles, rounded, as the operand of the next chunk's Q S (read after the next barrier).
-  Accumulator s[kStateTiles];
-  auto store_state = [&] {
-#pragma unroll
-    for (int i = 0; i < kStateTiles; ++i) {
-      const int tile = warp + kFusedWarps * i;
-      if (tile < state_tiles) store_tile(ss + 16 * tile * kLd, kLd, 16, kTile, s[i], identity);
-    }
-  };
 
   load_queries(0);
   load_keys(0);
-#pragma unroll
-  for (int i = 0; i < kStateTiles; ++i) {
-    const int64_t row0 = 16 * (warp + kFusedWarps * i);
-    s[i].zero();
-    if (p.initial_state != nullptr && row0 < dk) load_tile(s[i], p.initial_state + state0 + row0 * dv, dv, dk - row0, dv - col0);
-  }
-  store_state();
+  StateTiles<kStateTiles> state(warp, layout.dk_rows / 16);
+  state.load(p.initial_state != nullptr ? p.initial_state + state0 : nullptr, dk, dv, dv - col0);
+  state.store_rounded(ss);
   for (int d = threadIdx.x; d <= kChunk; d += kFusedThreads) power[d] = geo.power(d);
 
   Accumulator acc;
@@ -593,13 +667,8 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
     if (warp < kWarps) {
       warp_product<T, false, false>(acc, qs + rows * ld, ld, kc, ld, layout.dk_rows);
       // P[i][j] = g^(i-j) (q_i . k_j) for j <= i, else 0, as the operand of P V (read after the barrier).
-#pragma unroll
-      for (int n = 0; n < 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int i = rows + Accumulator::row(e), j = Accumulator::col(n, e);
-          ps[i * kLd + j] = from_float<T>(j <= i ? acc.v[n][e] * power[i - j] : 0.0f);
-        }
+      store_tile(ps + rows * kLd, kLd, kChunk - rows, kChunk, acc,
+                 [power, rows](int r, int j, float x) { return j <= rows + r ? x * power[rows + r - j] : 0.0f; });
     } else {
       warp_product<T, false, true>(acc, qs + rows * ld, ld, ss, kLd, layout.dk_rows);
 #pragma unroll
@@ -614,25 +683,96 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
       warp_product<T, false, true>(acc, ps + rows * kLd, kLd, vc, kLd, kChunk);
       const float* row_post = post + rows;
       store_tile(o + (t0 + rows) * dv + col0, dv, L - rows, dv - col0, acc,
-                 [row_post](int r, float x) { return row_post[r] * x; });
+                 [row_post](int r, int, float x) { return row_post[r] * x; });
     }
-#pragma unroll
-    for (int i = 0; i < kStateTiles; ++i) {
-      const int tile = warp + kFusedWarps * i;
-      if (tile < state_tiles) {
-        s[i].scale(power[L]);
-        warp_product<T, true, true>(s[i], kc + 16 * tile, ld, vc, kLd, kChunk, weight);
-      }
-    }
-    store_state();
+    state.advance(power[L], kc, ld, vc, weight);
+    state.store_rounded(ss);
   }
-  if (p.final_state != nullptr) {
-#pragma unroll
-    for (int i = 0; i < kStateTiles; ++i) {
-      const int64_t row0 = 16 * (warp + kFusedWarps * i);
-      if (row0 < dk) store_tile(p.final_state + state0 + row0 * dv, dv, dk - row0, dv - col0, s[i], identity);
+  if (p.final_state != nullptr) state.store(p.final_state + state0, dk, dv, dv - col0);
+}
+
+template <typename T, int kStateTiles>
+__global__ void __launch_bounds__(kFusedThreads, 1)
+    fused_scores_forward_kernel(RetentionForwardParams p, FusedLayout layout, const T* scores) {
+  static_assert(sizeof(T) == 2, "the fused forward runs on the tensor cores only");
+  extern __shared__ __align__(16) unsigned char shared[];
+  const int ld = layout.ld;
+  T* qs = reinterpret_cast<T*>(shared);  // (chunk tokens, ld)
+  T* ks = qs + kChunk * ld;              // [stage] (chunk tokens, ld)
+  T* vs = ks + 2 * kChunk * ld;          // [stage] (chunk tokens, kLd)
+  T* ps = vs + 2 * kSlice;               // [stage] (chunk tokens, kLd): the masked scores
+  T* ss = ps + 2 * kSlice;               // (dk_rows, kLd): the state entering the chunk
+  float* weight = reinterpret_cast<float*>(ss + layout.dk_rows * kLd);  // (chunk tokens): g^(L-1-j), 0 past the chunk
+  float* post = weight + kChunk;                                        // (chunk tokens): 1/sqrt(w_n)
+  float* power = post + kChunk;                                         // g^d, d = 0..64
+
+  const int64_t bh = blockIdx.z;
+  const Geometry geo(p.shape, bh);
+  const int64_t dk = p.shape.dk, dv = p.shape.dv, col0 = int64_t{blockIdx.x} * kTile;
+  const int warp = threadIdx.x / 32;
+  const int rows = 16 * (warp % kWarps), cols = 32 * (warp / kWarps);  // the warp's piece of O_c
+  const T* q = static_cast<const T*>(p.q) + bh * geo.T * dk;
+  const T* k = static_cast<const T*>(p.k) + bh * geo.T * dk;
+  const T* v = static_cast<const T*>(p.v) + bh * geo.T * dv;
+  const T* scores_bh = scores + bh * geo.chunks * kChunk * kChunk;  // (chunks x chunk tokens, chunk tokens)
+  T* o = static_cast<T*>(p.o) + bh * geo.T * dv;
+  const int64_t state0 = bh * dk * dv + col0;  // the tile's first element in the (B, H, dk, dv) states
+
+  auto load_keys = [&](int64_t chunk) {  // k, the v tile and the scores of `chunk` into stage chunk % 2
+    stage<T, kFusedThreads>(ks + (chunk & 1) * kChunk * ld, ld, k, geo.T, dk, chunk * kChunk, 0, kChunk,
+                            layout.dk_rows);
+    stage<T, kFusedThreads>(vs + (chunk & 1) * kSlice, kLd, v, geo.T, dv, chunk * kChunk, col0, kChunk, kTile);
+    stage<T, kFusedThreads>(ps + (chunk & 1) * kSlice, kLd, scores_bh, geo.chunks * kChunk, kChunk, chunk * kChunk, 0,
+                            kChunk, kChunk);
+    commit_copies();
+  };
+  auto load_queries = [&](int64_t chunk) {
+    stage<T, kFusedThreads>(qs, ld, q, geo.T, dk, chunk * kChunk, 0, kChunk, layout.dk_rows);
+    commit_copies();
+  };
+
+  load_queries(0);
+  load_keys(0);
+  StateTiles<kStateTiles> state(warp, layout.dk_rows / 16);
+  state.load(p.initial_state != nullptr ? p.initial_state + state0 : nullptr, dk, dv, dv - col0);
+  state.store_rounded(ss);
+  for (int d = threadIdx.x; d <= kChunk; d += kFusedThreads) power[d] = geo.power(d);
+
+  Fragment<4> acc;  // the warp's 16 x 32 piece of O_c
+  for (int64_t chunk = 0; chunk < geo.chunks; ++chunk) {
+    const int L = geo.length(chunk);
+    const int64_t t0 = chunk * kChunk;
+    // This chunk's q, k, v and scores have landed and the state entering it is in ss; every warp is done
+    // with the previous chunk (its stage of k, v and the scores, the weights).
+    wait_copies();
+    __syncthreads();
+    if (chunk + 1 < geo.chunks) load_keys(chunk + 1);
+    if (threadIdx.x < kChunk) {
+      const int j = threadIdx.x;
+      weight[j] = j < L ? power[L - 1 - j] : 0.0f;
+      post[j] = static_cast<float>(inverse_norm(geo.log_decay, geo.offset + t0 + j));
     }
+    const T* kc = ks + (chunk & 1) * kChunk * ld;
+    const T* vc = vs + (chunk & 1) * kSlice;
+    const T* pc = ps + (chunk & 1) * kSlice;
+
+    acc.zero();
+    warp_product<T, false, true>(acc, qs + rows * ld, ld, ss + cols, kLd, layout.dk_rows);
+#pragma unroll
+    for (int n = 0; n < 4; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc.v[n][e] *= power[rows + Fragment<4>::row(e) + 1];
+    // The weights and 1/sqrt(w_n) are in place; q and the rounded state are free.
+    __syncthreads();
+    if (chunk + 1 < geo.chunks) load_queries(chunk + 1);
+    warp_product<T, false, true>(acc, pc + rows * kLd, kLd, vc + cols, kLd, kChunk);
+    const float* row_post = post + rows;
+    store_tile(o + (t0 + rows) * dv + col0 + cols, dv, L - rows, dv - col0 - cols, acc,
+               [row_post](int r, int, float x) { return row_post[r] * x; });
+    state.advance(power[L], kc, ld, vc, weight);
+    state.store_rounded(ss);
   }
+  if (p.final_state != nullptr) state.store(p.final_state + state0, dk, dv, dv - col0);
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -663,40 +803,70 @@ cudaError_t launch_chunks(const ChunkArgs<T>& args, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// Whether the fused forward takes this call: 16-bit inputs, dk <= kFusedMaxDk, its shared memory within the
-// device's limit, and not switched off with DENSESSM_RETENTION_FUSED=0 (the two-pass forward then runs).
-bool fused_forward_applies(const RetentionShape& s) {
-  if (s.dtype == DType::kFloat32 || s.dk > kFusedMaxDk) return false;
-  const char* fused = std::getenv("DENSESSM_RETENTION_FUSED");
-  if (fused != nullptr && std::strcmp(fused, "0") == 0) return false;
+// Which forward takes a call. The fused forwards need 16-bit inputs, dk <= kFusedMaxDk and their shared
+// memory within the device's limit. DENSESSM_RETENTION_FUSED in the environment: 0 forces the two passes,
+// 2 selects the fused forward with precomputed scores, anything else (or unset) the fused forward that
+// recomputes them.
+enum class ForwardPlan { kTwoPass, kFused, kFusedScores };
+
+ForwardPlan forward_plan(const RetentionShape& s) {
+  if (s.dtype == DType::kFloat32 || s.dk > kFusedMaxDk) return ForwardPlan::kTwoPass;
+  const char* choice = std::getenv("DENSESSM_RETENTION_FUSED");
+  if (choice != nullptr && std::strcmp(choice, "0") == 0) return ForwardPlan::kTwoPass;
+  const bool scores = choice != nullptr && std::strcmp(choice, "2") == 0;
   int device = 0, limit = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
     cudaGetLastError();  // not this call's error: the two-pass forward runs instead
-    return false;
+    return ForwardPlan::kTwoPass;
   }
-  return fused_layout(s.dk).bytes() <= limit;
+  if (fused_layout(s.dk, scores).bytes() > limit) return ForwardPlan::kTwoPass;
+  return scores ? ForwardPlan::kFusedScores : ForwardPlan::kFused;
+}
+
+// Elements of the scores workspace of the fused forward with precomputed scores: (B, H, chunks, 64, 64).
+int64_t scores_workspace(const RetentionShape& s) {
+  return s.batch * s.heads * ceil_div(s.length, kChunk) * kChunk * kChunk;
 }
 
 template <typename T>
-cudaError_t launch_fused_forward(const RetentionForwardParams& p, cudaStream_t stream) {
-  const FusedLayout layout = fused_layout(p.shape.dk);
-  const int state_tiles = layout.dk_rows / 16;
-  auto* kernel = state_tiles <= kFusedWarps       ? fused_forward_kernel<T, 1>
-                 : state_tiles <= 2 * kFusedWarps ? fused_forward_kernel<T, 2>
-                                                  : fused_forward_kernel<T, 3>;
-  if (const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, layout.bytes()))
-    return e;
+cudaError_t launch_fused_forward(const RetentionForwardParams& p, bool staged_scores, cudaStream_t stream) {
+  const FusedLayout layout = fused_layout(p.shape.dk, staged_scores);
   const dim3 grid(static_cast<unsigned>(ceil_div(p.shape.dv, kTile)), 1,
                   static_cast<unsigned>(p.shape.batch * p.shape.heads));
-  kernel<<<grid, kFusedThreads, layout.bytes(), stream>>>(p, layout);
+  const int state_tiles = layout.dk_rows / 16;
+  if (!staged_scores) {
+    auto* kernel = state_tiles <= kFusedWarps       ? fused_forward_kernel<T, 1>
+                   : state_tiles <= 2 * kFusedWarps ? fused_forward_kernel<T, 2>
+                                                    : fused_forward_kernel<T, 3>;
+    if (const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, layout.bytes()))
+      return e;
+    kernel<<<grid, kFusedThreads, layout.bytes(), stream>>>(p, layout);
+    return cudaGetLastError();
+  }
+  auto* scores = static_cast<T*>(p.workspace);
+  auto* score_kernel = chunk_scores_kernel<T>;
+  if (const cudaError_t e =
+          cudaFuncSetAttribute(score_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, layout.scores_bytes()))
+    return e;
+  const dim3 score_grid(static_cast<unsigned>(ceil_div(p.shape.length, kChunk)), 1,
+                        static_cast<unsigned>(p.shape.batch * p.shape.heads));
+  score_kernel<<<score_grid, kThreads, layout.scores_bytes(), stream>>>(p, layout, scores);
+  if (const cudaError_t e = cudaGetLastError()) return e;
+  auto* kernel = state_tiles <= kFusedWarps       ? fused_scores_forward_kernel<T, 1>
+                 : state_tiles <= 2 * kFusedWarps ? fused_scores_forward_kernel<T, 2>
+                                                  : fused_scores_forward_kernel<T, 3>;
+  if (const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, layout.bytes()))
+    return e;
+  kernel<<<grid, kFusedThreads, layout.bytes(), stream>>>(p, layout, scores);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t forward(const RetentionForwardParams& p, cudaStream_t stream) {
   if constexpr (sizeof(T) == 2) {
-    if (fused_forward_applies(p.shape)) return launch_fused_forward<T>(p, stream);
+    const ForwardPlan plan = forward_plan(p.shape);
+    if (plan != ForwardPlan::kTwoPass) return launch_fused_forward<T>(p, plan == ForwardPlan::kFusedScores, stream);
   }
   const RetentionShape& s = p.shape;
   const auto* q = static_cast<const T*>(p.q);
@@ -732,7 +902,12 @@ int64_t chunk_retention_workspace(const RetentionShape& s) {
 }
 
 int64_t chunk_retention_forward_workspace(const RetentionShape& s) {
-  return fused_forward_applies(s) ? 0 : chunk_retention_workspace(s);
+  switch (forward_plan(s)) {
+    case ForwardPlan::kTwoPass: return chunk_retention_workspace(s);
+    case ForwardPlan::kFused: return 0;
+    case ForwardPlan::kFusedScores: return scores_workspace(s);
+  }
+  return chunk_retention_workspace(s);
 }
 
 cudaError_t chunk_retention_forward(const RetentionForwardParams& p, cudaStream_t stream) {

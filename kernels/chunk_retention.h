@@ -5,7 +5,9 @@
 //
 // The forward on bfloat16/float16 with dk <= 320 runs as one fused kernel: one block per (batch, head,
 // 64-column tile of v) walks the chunks keeping its tile of the state on chip, so no per-chunk state is
-// stored (DENSESSM_RETENTION_FUSED=0 in the environment forces the two passes below instead).
+// stored. DENSESSM_RETENTION_FUSED in the environment: 0 forces the two passes below instead; 2 selects
+// the fused kernel that reads each chunk's scores, computed once per (batch, head, chunk) by a first
+// kernel, from the workspace instead of recomputing them in each column tile's block.
 //
 // Three passes over chunks of kChunk tokens. (1) A scan over the chunks of each (batch, head, state
 // tile) keeps the float32 state in registers and stores the state entering every chunk (in the inputs'
@@ -39,7 +41,8 @@ struct RetentionShape {
 /// backward pass needs twice this.
 int64_t chunk_retention_workspace(const RetentionShape& shape);
 /// Elements of the workspace the forward needs on the current device: 0 when the fused kernel takes the
-/// call, else chunk_retention_workspace(shape).
+/// call, B H ceil(T / 64) 64^2 for the fused kernel with precomputed scores, else
+/// chunk_retention_workspace(shape).
 int64_t chunk_retention_forward_workspace(const RetentionShape& shape);
 
 struct RetentionForwardParams {

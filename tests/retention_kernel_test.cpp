@@ -1,7 +1,7 @@
 // The retention kernels (kernels/chunk_retention.cu, kernels/retention_step.cu): through their C++ entry
 // points on outputs poisoned with NaN, against the reference form evaluated in float64 on the same
 // inputs (forward, final state and every input gradient); the step kernel inside a CUDA graph; and the
-// retention forms and a whole model with the kernels on and off; the fused and the two-pass forward.
+// retention forms and a whole model with the kernels on and off; the two fused forwards and the two-pass one.
 // Skipped without a GPU.
 #include "densessm/kernels.h"
 #include "densessm/model.h"
@@ -152,14 +152,17 @@ TEST_F(ChunkRetentionKernel, SmallShapesMatchTheReference) { expect_matches_the_
 
 TEST_F(ChunkRetentionKernel, ConfigShapesMatchTheReference) { expect_matches_the_reference(kConfigShapes); }
 
+// The forwards DENSESSM_RETENTION_FUSED selects (see kernels/chunk_retention.cu).
+enum class Forward { kFused, kFusedScores, kTwoPass };
+
 // Sets DENSESSM_RETENTION_FUSED for its lifetime and restores what was there before.
 class FusedForwardSwitch {
  public:
-  explicit FusedForwardSwitch(bool fused) {
+  explicit FusedForwardSwitch(Forward forward) {
     const char* before = std::getenv(kName);
     had_ = before != nullptr;
     if (had_) before_ = before;
-    setenv(kName, fused ? "1" : "0", 1);
+    setenv(kName, forward == Forward::kFused ? "1" : forward == Forward::kFusedScores ? "2" : "0", 1);
   }
   ~FusedForwardSwitch() {
     if (had_) setenv(kName, before_.c_str(), 1);
@@ -175,18 +178,21 @@ class FusedForwardSwitch {
 };
 
 // The forward of bfloat16/float16 inputs with dk <= 320 runs as one fused kernel that needs no workspace;
-// DENSESSM_RETENTION_FUSED=0 (or a larger dk) runs the state scan and the chunk outputs instead. Both
-// give the float64 reference's output and final state, on outputs poisoned with NaN.
+// DENSESSM_RETENTION_FUSED=2 runs the fused kernel that reads the chunks' scores from a workspace of
+// (B, H, chunks, 64, 64) elements, and DENSESSM_RETENTION_FUSED=0 (or a larger dk) runs the state scan and
+// the chunk outputs. All three give the float64 reference's output and final state, on outputs and
+// workspaces poisoned with NaN.
 TEST_F(ChunkRetentionKernel, FusedAndTwoPassForwardsMatchTheReference) {
   const auto stream = c10::cuda::getCurrentCUDAStream();
   // Where dk 320 fits in a block's shared memory (Hopper), every dk <= 320 must take the fused kernel.
   const bool hopper = at::cuda::getCurrentDeviceProperties()->major >= 9;
   std::vector<Shape> shapes = kSmallShapes;
   shapes.insert(shapes.end(), kConfigShapes.begin(), kConfigShapes.end());
-  // Many chunks through the carried state, odd head dimensions (rows that are not whole 16-byte vectors,
-  // stores one column at a time), and a dk past the fused kernel's limit.
-  for (const Shape& s : {Shape{2, 2, 517, 128, 128}, Shape{1, 1, 200, 320, 1280}, Shape{2, 1, 70, 17, 33},
-                         Shape{1, 2, 70, 336, 64}})
+  // Many chunks through the carried state, the 1.3 B heads at batch 2 over a partial third chunk, odd head
+  // dimensions (rows that are not whole 16-byte vectors, stores one column at a time; a partial second
+  // column tile), and a dk past the fused kernel's limit.
+  for (const Shape& s : {Shape{2, 2, 517, 128, 128}, Shape{1, 1, 200, 320, 1280}, Shape{2, 1, 130, 320, 1280},
+                         Shape{2, 1, 70, 17, 33}, Shape{1, 2, 130, 37, 90}, Shape{1, 2, 70, 336, 64}})
     shapes.push_back(s);
   for (auto dtype : {torch::kHalf, torch::kBFloat16}) {
     for (const Shape& s : shapes) {
@@ -202,14 +208,17 @@ TEST_F(ChunkRetentionKernel, FusedAndTwoPassForwardsMatchTheReference) {
         const auto expected = retention_parallel(r, &expected_state);
         const auto shape = p.shape();
         const auto opts = p.q.options();
-        for (bool fused : {true, false}) {
-          const FusedForwardSwitch fused_switch(fused);
-          const auto what = describe(s, dtype, with_state) + (fused ? " fused" : " two passes");
+        for (Forward forward : {Forward::kFused, Forward::kFusedScores, Forward::kTwoPass}) {
+          const FusedForwardSwitch fused_switch(forward);
+          const auto what = describe(s, dtype, with_state) + (forward == Forward::kFused         ? " fused"
+                                                              : forward == Forward::kFusedScores ? " fused, scores"
+                                                                                                 : " two passes");
           const int64_t elements = kernels::chunk_retention_forward_workspace(shape);
-          if (!fused || s.dk > 320) {
+          const int64_t chunks = (s.T + 63) / 64;
+          if (forward == Forward::kTwoPass || s.dk > 320) {
             EXPECT_EQ(elements, kernels::chunk_retention_workspace(shape)) << what;
           } else if (hopper) {
-            EXPECT_EQ(elements, 0) << what;
+            EXPECT_EQ(elements, forward == Forward::kFused ? 0 : s.B * s.H * chunks * 64 * 64) << what;
           }
           auto workspace = elements > 0 ? poisoned({elements}, opts) : torch::Tensor();
           auto o = poisoned({s.B, s.H, s.T, s.dv}, opts);
