@@ -11,9 +11,10 @@
 #                                      ones), and of AB_MODELS with DENSESSM_SMALL_MATMUL=0
 #   bash tools/gpu_stages.sh sanitize  compute-sanitizer memcheck and racecheck on the kernels' tests
 #   bash tools/gpu_stages.sh decode    build; every CUDA test case; the decode products; the generation speed
-#                                      mode (kernels on) for MODELS, AB_MODELS with cuBLAS products, and a
-#                                      profile of the DenseRetNet step
+#                                      mode (kernels on) for MODELS, AB_MODELS again under AB_ENV (default
+#                                      DENSESSM_SMALL_MATMUL=0), and a profile of the DenseRetNet step
 #   bash tools/gpu_stages.sh check     (warm, after decode) sanitize, then the 1.3-1.4 B training benchmark
+#   bash tools/gpu_stages.sh probes    no build: the standalone kernel probes (tools/*_probe.cu)
 # On an nvidia-h200-x2, three chained calls:
 #   bash tools/gpu_stages.sh start     build; the dense-vs-plain experiment (docs/RESULTS.md) in the
 #                                      background on GPU 1; CUDA tests and the training benchmark (kernels on
@@ -85,13 +86,26 @@ case ${1:-} in
       generate_bench kernels --config "configs/$config.json"
     done
     for config in ${AB_MODELS:-}; do
-      DENSESSM_SMALL_MATMUL=0 generate_bench cublas-products --config "configs/$config.json"
+      env ${AB_ENV:-DENSESSM_SMALL_MATMUL=0} generate_bench "${AB_ENV:-DENSESSM_SMALL_MATMUL=0}" --config "configs/$config.json"
     done
     stamp "generation, kernels"
     quiet < "$OUT/generate-bench.log" | grep -E '^(2048|==)'
     timeout 90 "$B/densessm-generate" --benchmark --device cuda --dtype fp16 --lengths 128 \
       --config configs/dense-retnet-1.3b.json --profile /tmp/decode.trace.json 2>&1 | quiet | tail -${PROFILE_LINES:-30}
     stamp "decode profiled"
+    ;;
+  probes)
+    # The standalone probes (plain nvcc, no LibTorch build; about 2 minutes): correctness against float64
+    # and in-graph or event timings of the decode prepare kernel (new against DENSESSM_DECODE_PREPARE=0's),
+    # the retention forwards (two-pass, fused, fused with precomputed scores) and the small matmul.
+    nvcc -O3 -std=c++17 -arch=sm_90a -Ikernels tools/decode_prepare_probe.cu kernels/decode_step.cu -o /tmp/prepare_probe &&
+      /tmp/prepare_probe 2>&1 | tee "$OUT/probe-prepare.log"
+    stamp "prepare probe"
+    nvcc -O3 -std=c++17 -arch=sm_90a -Ikernels tools/retention_forward_probe.cu kernels/chunk_retention.cu -o /tmp/retention_probe &&
+      /tmp/retention_probe 2>&1 | tee "$OUT/probe-retention.log"
+    stamp "retention probe"
+    VARIANTS=4:8 bash tools/small_matmul_probe.sh 2>&1 | tee "$OUT/probe-small-matmul.log"
+    stamp "small matmul probe"
     ;;
   check)
     # On the machine a `decode` or `kernels` call left warm: compute-sanitizer on GTEST_FILTER's kernel tests,
