@@ -24,7 +24,8 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { re
 
 /// 1 / (1 + e^-v) with the fast reciprocal (about 2 ulp): an IEEE division carries a slow-path call that the
 /// compiler will not move loads across, which turned the decode kernels' load batches into one L2 round trip
-/// per element. For v < -87 the denominator is inf and the result 0, as it should be.
+/// per element. For v < -87.3 the denominator passes 2^126 (inf below -88.7), where __fdividef returns 0:
+/// sigmoid 0 in place of a subnormal, silu -0. NaN stays NaN; silu(-inf) is NaN, as with the division.
 __device__ __forceinline__ float sigmoid(float v) { return __fdividef(1.0f, 1.0f + __expf(-v)); }
 __device__ __forceinline__ float silu(float v) { return v * sigmoid(v); }
 /// d silu(v) / dv
