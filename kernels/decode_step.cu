@@ -72,8 +72,9 @@ __global__ void __launch_bounds__(kThreads) rms_norm_kernel(RmsNormParams p) {
 
 // The earlier prepare (PrepareKernel::kRowwise). Block (b, 0): the queries and keys of row b (their pairs, kOut
 // per thread at a time); block (b, 1 + s): slice s of the values and the gate. Every block with dense fusion
-// reads its whole row for the norm, and that pass waits on each load in turn: the SiLU's division carries a
-// slow-path branch that the compiler does not hoist the next element's loads over.
+// reads its whole row for the norm; that pass used to wait on each load in turn, because the SiLU's IEEE
+// division carried a slow-path branch that the compiler did not hoist loads over (sigmoid now uses the fast
+// reciprocal).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) retention_prepare_rowwise_kernel(RetentionPrepareParams p) {
   __shared__ float shared[kWarps];
@@ -312,9 +313,10 @@ __global__ void __cluster_dims__(kPrepareCluster, 1, 1) __launch_bounds__(kPrepa
     }
     keys = warp_sum(keys);
     values = warp_sum(values);
-    // The other blocks' shared memory has been read (its values are used above); barrier_wait at the end
-    // keeps every block until all have.
-    __cluster_barrier_arrive_relaxed();
+    // The other blocks' shared memory has been read; the arrive (release: the reads above are ordered
+    // before it, which a relaxed arrive would not promise) and barrier_wait at the end keep every block until
+    // all have read. No global store precedes it, so its fence waits on nothing.
+    __cluster_barrier_arrive();
     key_scale = rsqrtf(keys / static_cast<float>(K) + p.eps);
     value_scale = rsqrtf(values / static_cast<float>(E) + p.eps);
   }
