@@ -12,42 +12,21 @@
 #include <cuda_fp16.h>
 
 #include "decode_step.h"
+#include "probe_common.cuh"
+
+using probe::upload;
 
 using densessm::kernels::DType;
 using densessm::kernels::PrepareKernel;
 using densessm::kernels::RetentionPrepareParams;
 
-#define CHECK(call)                                                                        \
-  do {                                                                                     \
-    cudaError_t e = (call);                                                                \
-    if (e != cudaSuccess) {                                                                \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e), __FILE__, __LINE__); \
-      std::exit(1);                                                                        \
-    }                                                                                      \
-  } while (0)
-
 constexpr int64_t kBatch = 6, kHeads = 4, kKeys = 1280, kValues = 5120, kHeadKeys = kKeys / kHeads;
 constexpr int64_t kWidth = 2 * kKeys + 2 * kValues + 160;  // y's row: q, k, v, gate, the transitions' inner
 
-template <typename T>
-T to_storage(float v) {
-  if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
-  else return v;
-}
-template <typename T>
-double to_double(T v) {
-  if constexpr (std::is_same_v<T, __half>) return __half2float(v);
-  else return v;
-}
-double silu(double v) { return v / (1.0 + std::exp(-v)); }
+using probe::to_double;
+using probe::to_storage;
 
-template <typename T>
-T* upload(const std::vector<T>& host) {
-  T* device;
-  CHECK(cudaMalloc(&device, host.size() * sizeof(T)));
-  CHECK(cudaMemcpy(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return device;
-}
+double silu(double v) { return v / (1.0 + std::exp(-v)); }
 
 // The inputs on the host (rounded to T) and the device, and the outputs on the device (q, k, v, g, hidden_k,
 // hidden_v).
@@ -168,40 +147,12 @@ double check(PrepareKernel kernel, std::mt19937& rng) {
   return worst;
 }
 
-// Microseconds per launch (fp16) inside a CUDA graph of kLaunches launches, median of kReplays replays.
+// Microseconds per launch (fp16) inside a CUDA graph of 24 launches, median of 15 replays.
 double time_us(PrepareKernel kernel, std::mt19937& rng) {
-  constexpr int kLaunches = 24, kReplays = 15;
   Problem<__half> problem(rng);
-  cudaStream_t stream;
-  CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  CHECK(densessm::kernels::retention_decode_prepare(problem.p, stream, kernel));
-  CHECK(cudaStreamSynchronize(stream));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < kLaunches; ++i) CHECK(densessm::kernels::retention_decode_prepare(problem.p, stream, kernel));
-  CHECK(cudaStreamEndCapture(stream, &graph));
-  CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t start, stop;
-  CHECK(cudaEventCreate(&start));
-  CHECK(cudaEventCreate(&stop));
-  std::vector<float> times;
-  for (int r = 0; r < 3 + kReplays; ++r) {
-    CHECK(cudaEventRecord(start, stream));
-    CHECK(cudaGraphLaunch(exec, stream));
-    CHECK(cudaEventRecord(stop, stream));
-    CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    CHECK(cudaEventElapsedTime(&ms, start, stop));
-    if (r >= 3) times.push_back(ms * 1e3f / kLaunches);
-  }
-  std::sort(times.begin(), times.end());
-  CHECK(cudaEventDestroy(start));
-  CHECK(cudaEventDestroy(stop));
-  CHECK(cudaGraphExecDestroy(exec));
-  CHECK(cudaGraphDestroy(graph));
-  CHECK(cudaStreamDestroy(stream));
-  return times[times.size() / 2];
+  return 1e3 * probe::graph_ms_per_launch(24, 15, [&](int, cudaStream_t stream) {
+    return densessm::kernels::retention_decode_prepare(problem.p, stream, kernel);
+  });
 }
 
 int main() {

@@ -18,19 +18,14 @@
 #include <cuda_bf16.h>
 
 #include "chunk_retention.h"
+#include "probe_common.cuh"
+
+using probe::download;
+using probe::upload;
 
 using densessm::kernels::DType;
 using densessm::kernels::RetentionForwardParams;
 using densessm::kernels::RetentionShape;
-
-#define CHECK(call)                                                                            \
-  do {                                                                                         \
-    cudaError_t e = (call);                                                                    \
-    if (e != cudaSuccess) {                                                                    \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e), __FILE__, __LINE__);     \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
 
 using bf16 = __nv_bfloat16;
 
@@ -49,21 +44,6 @@ std::vector<double> decays(int64_t H) {
   std::vector<double> g(H);
   for (int64_t h = 0; h < H; ++h) g[h] = 1.0 - std::pow(2.0, -5.0 - static_cast<double>(h));
   return g;
-}
-
-template <typename T>
-T* upload(const std::vector<T>& host) {
-  T* device = nullptr;
-  CHECK(cudaMalloc(&device, host.size() * sizeof(T)));
-  CHECK(cudaMemcpy(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return device;
-}
-
-template <typename T>
-std::vector<T> download(const T* device, size_t n) {
-  std::vector<T> host(n);
-  CHECK(cudaMemcpy(host.data(), device, n * sizeof(T), cudaMemcpyDeviceToHost));
-  return host;
 }
 
 // One forward as DENSESSM_RETENTION_FUSED=env selects, with a workspace of the size it asks for.

@@ -19,29 +19,13 @@
 #endif
 
 #include "small_matmul.h"
+#include "probe_common.cuh"
 
 using densessm::kernels::DType;
 using densessm::kernels::SmallMatmulParams;
 
-#define CHECK(call)                                                                            \
-  do {                                                                                         \
-    cudaError_t e = (call);                                                                    \
-    if (e != cudaSuccess) {                                                                    \
-      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e), __FILE__, __LINE__);     \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
-
-template <typename T>
-T to_storage(float v) {
-  if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
-  else return __float2bfloat16_rn(v);
-}
-template <typename T>
-double to_double(T v) {
-  if constexpr (std::is_same_v<T, __half>) return __half2float(v);
-  else return __bfloat162float(v);
-}
+using probe::to_double;
+using probe::to_storage;
 
 // Relative error (norm) of the kernel against float64; with accumulate, out starts as `start`.
 template <typename T>
@@ -97,18 +81,17 @@ double time_ms(int64_t M, int64_t K, int64_t N, int split, bool accumulate) {
     CHECK(cudaMalloc(&w, weight_bytes));
     CHECK(cudaMemset(w, 0x1c, weight_bytes));
   }
-  cudaStream_t stream;
-  CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
 #ifdef PROBE_CUBLAS
   static cublasHandle_t handle = nullptr;
   if (handle == nullptr && cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) std::exit(1);
-  cublasSetStream(handle, stream);
 #endif
-  auto product = [&](int i) {
+  // The first call (before the capture) sets up cuBLAS's workspace and the kernel's attributes.
+  const double ms = probe::graph_ms_per_launch(kLaunches, kReplays, [&](int i, cudaStream_t stream) -> cudaError_t {
     if (split < 0) {
 #ifdef PROBE_CUBLAS
       // out (M x N, row-major) is N x M column-major: W^T (op T of the K x N column-major W) times x (K x M).
       const float one = 1.0f, zero = 0.0f, beta = accumulate ? one : zero;
+      cublasSetStream(handle, stream);
       if (cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, ws[i % sets], CUDA_R_16F, int(K),
                        dx, CUDA_R_16F, int(K), &beta, dout, CUDA_R_16F, int(N), CUBLAS_COMPUTE_32F,
                        CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
@@ -116,40 +99,15 @@ double time_ms(int64_t M, int64_t K, int64_t N, int split, bool accumulate) {
         std::exit(1);
       }
 #endif
-    } else {
-      const SmallMatmulParams p{dx, ws[i % sets], dout, M, N, K, K, N, accumulate, DType::kFloat16, split};
-      CHECK(densessm::kernels::small_matmul(p, stream));
+      return cudaSuccess;
     }
-  };
-  product(0);  // cuBLAS's workspace and the kernel's attributes before capture
-  CHECK(cudaStreamSynchronize(stream));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < kLaunches; ++i) product(i);
-  CHECK(cudaStreamEndCapture(stream, &graph));
-  CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t start, stop;
-  CHECK(cudaEventCreate(&start));
-  CHECK(cudaEventCreate(&stop));
-  std::vector<float> times;
-  for (int r = 0; r < 3 + kReplays; ++r) {
-    CHECK(cudaEventRecord(start, stream));
-    CHECK(cudaGraphLaunch(exec, stream));
-    CHECK(cudaEventRecord(stop, stream));
-    CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    CHECK(cudaEventElapsedTime(&ms, start, stop));
-    if (r >= 3) times.push_back(ms / kLaunches);
-  }
-  std::sort(times.begin(), times.end());
-  CHECK(cudaGraphExecDestroy(exec));
-  CHECK(cudaGraphDestroy(graph));
-  CHECK(cudaStreamDestroy(stream));
+    const SmallMatmulParams p{dx, ws[i % sets], dout, M, N, K, K, N, accumulate, DType::kFloat16, split};
+    return densessm::kernels::small_matmul(p, stream);
+  });
   for (auto* w : ws) CHECK(cudaFree(w));
   CHECK(cudaFree(dx));
   CHECK(cudaFree(dout));
-  return times[times.size() / 2];
+  return ms;
 }
 
 int main(int argc, char** argv) {
