@@ -69,6 +69,16 @@ struct Problem {
             kernel_dtype(q.scalar_type())};
   }
   const float* initial_pointer() const { return initial.defined() ? initial.data_ptr<float>() : nullptr; }
+  /// q, k, v, the decays and the offsets as the float64 CPU reference forms take them.
+  RetentionArgs reference_args() const {
+    RetentionArgs a;
+    a.q = cpu64(q);
+    a.k = cpu64(k);
+    a.v = cpu64(v);
+    a.decays = retention_decays(q.size(1));
+    a.offset = offset.cpu();
+    return a;
+  }
 };
 
 // The float64 reference on the CPU: outputs and, through autograd, the gradients of
@@ -76,12 +86,10 @@ struct Problem {
 struct Reference {
   torch::Tensor o, final_state, grad_q, grad_k, grad_v, grad_initial;
   explicit Reference(const Problem& p) {
-    RetentionArgs a;
-    a.q = cpu64(p.q).requires_grad_();
-    a.k = cpu64(p.k).requires_grad_();
-    a.v = cpu64(p.v).requires_grad_();
-    a.decays = retention_decays(p.q.size(1));
-    a.offset = p.offset.cpu();
+    RetentionArgs a = p.reference_args();
+    a.q.requires_grad_();
+    a.k.requires_grad_();
+    a.v.requires_grad_();
     torch::Tensor initial = p.initial.defined() ? cpu64(p.initial).requires_grad_() : torch::Tensor();
     torch::Tensor state = initial;
     o = retention_parallel(a, &state);
@@ -203,12 +211,7 @@ TEST_F(ChunkRetentionKernel, FusedAndTwoPassForwardsMatchTheReference) {
     for (const Shape& s : shapes) {
       for (bool with_state : {false, true}) {
         const Problem p(s, dtype, with_state);
-        RetentionArgs r;
-        r.q = cpu64(p.q);
-        r.k = cpu64(p.k);
-        r.v = cpu64(p.v);
-        r.decays = retention_decays(s.H);
-        r.offset = p.offset.cpu();
+        const RetentionArgs r = p.reference_args();
         torch::Tensor expected_state = cpu64(p.initial);
         const auto expected = retention_parallel(r, &expected_state);
         const auto shape = p.shape();
@@ -318,12 +321,7 @@ TEST_F(RetentionStepKernel, StepMatchesTheReference) {
     for (const Shape& s : {Shape{1, 4, 1, 320, 1280}, Shape{6, 4, 1, 320, 1280}, Shape{64, 2, 1, 16, 32},
                            Shape{3, 5, 1, 128, 512}, Shape{2, 3, 1, 48, 80}}) {
       const Problem p(s, dtype, true);
-      RetentionArgs r;
-      r.q = cpu64(p.q);
-      r.k = cpu64(p.k);
-      r.v = cpu64(p.v);
-      r.decays = retention_decays(s.H);
-      r.offset = p.offset.cpu();
+      const RetentionArgs r = p.reference_args();
       torch::Tensor ref_state = cpu64(p.initial);
       auto expected = retention_recurrent(r, &ref_state);  // (B, H, 1, dv)
 
