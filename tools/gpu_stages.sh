@@ -14,6 +14,8 @@
 #                                      mode (kernels on) for MODELS, AB_MODELS again under AB_ENV (default
 #                                      DENSESSM_SMALL_MATMUL=0), and a profile of the DenseRetNet step
 #   bash tools/gpu_stages.sh check     (warm, after decode) sanitize, then the 1.3-1.4 B training benchmark
+#   bash tools/gpu_stages.sh quick     build tests and generate only; decode and generation CUDA cases; the
+#                                      speed mode of MODELS, printed as it comes
 #   bash tools/gpu_stages.sh probes    no build: the standalone kernel probes (tools/*_probe.cu)
 # On an nvidia-h200-x2, three chained calls:
 #   bash tools/gpu_stages.sh start     build; the dense-vs-plain experiment (docs/RESULTS.md) in the
@@ -115,6 +117,19 @@ case ${1:-} in
     train_bench kernels --model configs/dense-mamba-1.4b.json --batch 4,8
     stamp "training benchmark"
     quiet < "$OUT/train-bench.log" | grep -vE '^\s*$' | head -40
+    ;;
+  quick)
+    # The shortest check of a decode-kernel change when little device time is left (about 6.5 minutes on a
+    # fresh machine, 5 of them the build): the decode kernels' and generation's CUDA cases, then the speed
+    # mode of MODELS, each figure printed as it comes (run unpiped: a call cut at its limit returns only
+    # what was printed).
+    build densessm_tests densessm-generate
+    GTEST_FILTER=${GTEST_FILTER:-FusedDecode*:SmallMatmul*:Devices/GenerationTest.*/CUDA} TEST_S=${TEST_S:-90} cuda_tests
+    for config in ${MODELS:-dense-retnet-1.3b dense-mamba-1.4b retnet-1.3b mamba-1.4b}; do
+      generate_bench kernels --config "configs/$config.json"
+      echo "$config: $(grep -E '^2048' "$OUT/generate-bench.log" | tail -1)"
+    done
+    stamp "generation"
     ;;
   kernels)
     # Everything a kernel change needs: every CUDA test case, the operator benchmarks and the generation
