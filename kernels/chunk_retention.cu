@@ -804,16 +804,22 @@ cudaError_t launch_chunks(const ChunkArgs<T>& args, cudaStream_t stream) {
 }
 
 // Which forward takes a call. The fused forwards need 16-bit inputs, dk <= kFusedMaxDk and their shared
-// memory within the device's limit. DENSESSM_RETENTION_FUSED in the environment: 0 forces the two passes,
-// 2 selects the fused forward with precomputed scores, anything else (or unset) the fused forward that
-// recomputes them.
+// memory within the device's limit. Unset, the scores are precomputed from dk kScoresFromDk on (a head
+// of dk 320 spends most of its products on the scores, which each of its 20 value tiles would otherwise
+// recompute: 1.23 against 1.42 ms at the 1.3 B DenseRetNet's training shape on the H200) and recomputed
+// below (dk 128: 0.336 against 0.352 ms; docs/kernels/retention.md). DENSESSM_RETENTION_FUSED in the
+// environment: 0 forces the two passes, 1 the fused forward that recomputes the scores, 2 the one that
+// precomputes them.
 enum class ForwardPlan { kTwoPass, kFused, kFusedScores };
+constexpr int64_t kScoresFromDk = 129;
 
 ForwardPlan forward_plan(const RetentionShape& s) {
   if (s.dtype == DType::kFloat32 || s.dk > kFusedMaxDk) return ForwardPlan::kTwoPass;
   const char* choice = std::getenv("DENSESSM_RETENTION_FUSED");
   if (choice != nullptr && std::strcmp(choice, "0") == 0) return ForwardPlan::kTwoPass;
-  const bool scores = choice != nullptr && std::strcmp(choice, "2") == 0;
+  bool scores = s.dk >= kScoresFromDk;
+  if (choice != nullptr && std::strcmp(choice, "1") == 0) scores = false;
+  if (choice != nullptr && std::strcmp(choice, "2") == 0) scores = true;
   int device = 0, limit = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {

@@ -5,9 +5,10 @@
 //
 // The forward on bfloat16/float16 with dk <= 320 runs as one fused kernel: one block per (batch, head,
 // 64-column tile of v) walks the chunks keeping its tile of the state on chip, so no per-chunk state is
-// stored. DENSESSM_RETENTION_FUSED in the environment: 0 forces the two passes below instead; 2 selects
-// the fused kernel that reads each chunk's scores, computed once per (batch, head, chunk) by a first
-// kernel, from the workspace instead of recomputing them in each column tile's block.
+// stored. From dk 129 on, the fused kernel reads each chunk's scores, computed once per (batch, head,
+// chunk) by a first kernel, from the workspace instead of recomputing them in each column tile's block.
+// DENSESSM_RETENTION_FUSED in the environment: 0 forces the two passes below instead, 1 the fused kernel
+// that recomputes the scores, 2 the one that reads them.
 //
 // Three passes over chunks of kChunk tokens. (1) A scan over the chunks of each (batch, head, state
 // tile) keeps the float32 state in registers and stores the state entering every chunk (in the inputs'

@@ -166,7 +166,7 @@ TEST_F(ChunkRetentionKernel, SmallShapesMatchTheReference) { expect_matches_the_
 TEST_F(ChunkRetentionKernel, ConfigShapesMatchTheReference) { expect_matches_the_reference(kConfigShapes); }
 
 // The forwards DENSESSM_RETENTION_FUSED selects (see kernels/chunk_retention.cu).
-enum class Forward { kFused, kFusedScores, kTwoPass };
+enum class Forward { kDefault, kFused, kFusedScores, kTwoPass };
 
 // Sets DENSESSM_RETENTION_FUSED for its lifetime and restores what was there before.
 class FusedForwardSwitch {
@@ -175,7 +175,8 @@ class FusedForwardSwitch {
     const char* before = std::getenv(kName);
     had_ = before != nullptr;
     if (had_) before_ = before;
-    setenv(kName, forward == Forward::kFused ? "1" : forward == Forward::kFusedScores ? "2" : "0", 1);
+    if (forward == Forward::kDefault) unsetenv(kName);
+    else setenv(kName, forward == Forward::kFused ? "1" : forward == Forward::kFusedScores ? "2" : "0", 1);
   }
   ~FusedForwardSwitch() {
     if (had_) setenv(kName, before_.c_str(), 1);
@@ -190,11 +191,11 @@ class FusedForwardSwitch {
   std::string before_;
 };
 
-// The forward of bfloat16/float16 inputs with dk <= 320 runs as one fused kernel that needs no workspace;
-// DENSESSM_RETENTION_FUSED=2 runs the fused kernel that reads the chunks' scores from a workspace of
-// (B, H, chunks, 64, 64) elements, and DENSESSM_RETENTION_FUSED=0 (or a larger dk) runs the state scan and
-// the chunk outputs. All three give the float64 reference's output and final state, on outputs and
-// workspaces poisoned with NaN.
+// The forward of bfloat16/float16 inputs with dk <= 320 runs as one fused kernel: DENSESSM_RETENTION_FUSED=1
+// the one that needs no workspace, =2 the one that reads the chunks' scores from a workspace of
+// (B, H, chunks, 64, 64) elements (unset: the first up to dk 128, the second above), and =0 (or a larger dk)
+// the state scan and the chunk outputs. All three give the float64 reference's output and final state, on
+// outputs and workspaces poisoned with NaN.
 TEST_F(ChunkRetentionKernel, FusedAndTwoPassForwardsMatchTheReference) {
   const auto stream = c10::cuda::getCurrentCUDAStream();
   // Where dk 320 fits in a block's shared memory (Hopper), every dk <= 320 must take the fused kernel.
@@ -217,6 +218,12 @@ TEST_F(ChunkRetentionKernel, FusedAndTwoPassForwardsMatchTheReference) {
         const auto shape = p.shape();
         const auto opts = p.q.options();
         torch::Tensor fused_o, fused_state;  // the first fused forward's, for the second's to equal
+        if (hopper && s.dk <= 320) {
+          const FusedForwardSwitch unset(Forward::kDefault);
+          const int64_t scores = s.B * s.H * ((s.T + 63) / 64) * 64 * 64;
+          EXPECT_EQ(kernels::chunk_retention_forward_workspace(shape), s.dk > 128 ? scores : 0)
+              << describe(s, dtype, with_state) << " with DENSESSM_RETENTION_FUSED unset";
+        }
         for (Forward forward : {Forward::kFused, Forward::kFusedScores, Forward::kTwoPass}) {
           const FusedForwardSwitch fused_switch(forward);
           const auto what = describe(s, dtype, with_state) + (forward == Forward::kFused         ? " fused"

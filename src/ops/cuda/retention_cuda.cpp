@@ -58,7 +58,7 @@ class ChunkRetention : public torch::autograd::Function<ChunkRetention> {
     const auto shape = shape_of(q, v, decays, offset);
     auto o = torch::empty_like(v);                                                         // (B, H, T, dv)
     auto final_state = torch::empty({shape.batch, shape.heads, shape.dk, shape.dv}, q.options().dtype(torch::kFloat));
-    // A state per chunk for the two-pass forward; nothing for the fused one.
+    // A state per chunk for the two-pass forward, the chunks' scores for the fused one from dk 129 on, else nothing.
     auto workspace = torch::empty({kernels::chunk_retention_forward_workspace(shape)}, q.options());
     const kernels::RetentionForwardParams p{shape,          q.data_ptr(),     k.data_ptr(),
                                             v.data_ptr(),   pointer_or_null<float>(initial),
