@@ -16,7 +16,8 @@
 #   bash tools/gpu_stages.sh check     (warm, after decode) sanitize, then the 1.3-1.4 B training benchmark
 #   bash tools/gpu_stages.sh quick     build tests and generate only; decode and generation CUDA cases; the
 #                                      speed mode of MODELS, printed as it comes
-#   bash tools/gpu_stages.sh probes    no build: the standalone kernel probes (tools/*_probe.cu)
+#   bash tools/gpu_stages.sh probes    no build: the standalone kernel probes (tools/*_probe.cu); BUILD_TARGETS
+#                                      builds those targets meanwhile, for the next call
 # On an nvidia-h200-x2, three chained calls:
 #   bash tools/gpu_stages.sh start     build; the dense-vs-plain experiment (docs/RESULTS.md) in the
 #                                      background on GPU 1; CUDA tests and the training benchmark (kernels on
@@ -35,7 +36,15 @@ start=$(date +%s)
 stamp() { echo "[$(($(date +%s) - start)) s] $*"; }
 quiet() { grep -vE '^\[[0-9:. -]+\] \[info\]'; }  # progress lines off
 
+BG_PID=/tmp/densessm-bg-build.pid
 build() {
+  # A build that `probes` started in the background (BUILD_TARGETS) is waited for first. By its pid: a
+  # pgrep -f for its command line also matches the device call's own shell, whose text names it.
+  if [[ -f $BG_PID ]]; then
+    while kill -0 "$(cat "$BG_PID")" 2>/dev/null; do sleep 2; done
+    rm -f "$BG_PID"
+    stamp "background build done: $(tail -1 "/tmp/densessm-bg-build.log")"
+  fi
   TARGETS="$*" bash tools/gpu.sh build || exit 1
   stamp "built"
 }
@@ -88,7 +97,8 @@ case ${1:-} in
       generate_bench kernels --config "configs/$config.json"
     done
     for config in ${AB_MODELS:-}; do
-      env ${AB_ENV:-DENSESSM_SMALL_MATMUL=0} generate_bench "${AB_ENV:-DENSESSM_SMALL_MATMUL=0}" --config "configs/$config.json"
+      # A subshell, not env(1): generate_bench is a shell function.
+      (export ${AB_ENV:-DENSESSM_SMALL_MATMUL=0}; generate_bench "${AB_ENV:-DENSESSM_SMALL_MATMUL=0}" --config "configs/$config.json")
     done
     stamp "generation, kernels"
     quiet < "$OUT/generate-bench.log" | grep -E '^(2048|==)'
@@ -97,6 +107,12 @@ case ${1:-} in
     stamp "decode profiled"
     ;;
   probes)
+    # BUILD_TARGETS (e.g. "densessm_tests densessm-generate densessm-bench densessm-train"): build them in the
+    # background meanwhile, for the next chained call's stage (its build() waits for this one).
+    if [[ -n ${BUILD_TARGETS:-} ]]; then
+      setsid nohup env TARGETS="$BUILD_TARGETS" bash tools/gpu.sh build > "/tmp/densessm-bg-build.log" 2>&1 < /dev/null &
+      echo $! > "$BG_PID"
+    fi
     # The standalone probes (plain nvcc, no LibTorch build; about 2 minutes): correctness against float64
     # and in-graph or event timings of the decode prepare kernel (new against DENSESSM_DECODE_PREPARE=0's),
     # the retention forwards (two-pass, fused, fused with precomputed scores) and the small matmul.
