@@ -235,6 +235,14 @@ struct Geometry {
         log_decay(log(s.decays[bh % s.heads])), offset(s.offset != nullptr ? s.offset[bh / s.heads] : 0) {}
   __device__ int length(int64_t chunk) const { return static_cast<int>(T - chunk * kChunk < kChunk ? T - chunk * kChunk : kChunk); }
   __device__ float power(double exponent) const { return static_cast<float>(exp(exponent * log_decay)); }
+  // The fused forwards' weights of one chunk, written by threads 0..kChunk-1: weight[j] = g^(L-1-j) from
+  // the table power[d] = g^d (0 past the chunk's end) and post[j] = 1 / sqrt(w_n) of its row j.
+  __device__ void chunk_weights(int64_t chunk, const float* power, float* weight, float* post) const {
+    if (threadIdx.x >= kChunk) return;
+    const int j = threadIdx.x, L = length(chunk);
+    weight[j] = j < L ? power[L - 1 - j] : 0.0f;
+    post[j] = static_cast<float>(inverse_norm(log_decay, offset + chunk * kChunk + j));
+  }
 };
 
 // The scan over chunks of one (batch, head) and one (64 x 64) tile of the (da x db) state:
@@ -655,11 +663,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
     wait_copies();
     __syncthreads();
     if (chunk + 1 < geo.chunks) load_keys(chunk + 1);
-    if (threadIdx.x < kChunk) {
-      const int j = threadIdx.x;
-      weight[j] = j < L ? power[L - 1 - j] : 0.0f;
-      post[j] = static_cast<float>(inverse_norm(geo.log_decay, geo.offset + t0 + j));
-    }
+    geo.chunk_weights(chunk, power, weight, post);
     const T* kc = ks + (chunk & 1) * kChunk * ld;
     const T* vc = vs + (chunk & 1) * kSlice;
 
@@ -747,11 +751,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
     wait_copies();
     __syncthreads();
     if (chunk + 1 < geo.chunks) load_keys(chunk + 1);
-    if (threadIdx.x < kChunk) {
-      const int j = threadIdx.x;
-      weight[j] = j < L ? power[L - 1 - j] : 0.0f;
-      post[j] = static_cast<float>(inverse_norm(geo.log_decay, geo.offset + t0 + j));
-    }
+    geo.chunk_weights(chunk, power, weight, post);
     const T* kc = ks + (chunk & 1) * kChunk * ld;
     const T* vc = vs + (chunk & 1) * kSlice;
     const T* pc = ps + (chunk & 1) * kSlice;
