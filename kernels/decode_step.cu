@@ -193,11 +193,6 @@ constexpr int kPrepareWarps = kPrepareThreads / 32;
 constexpr int kPreparePairs = 1;
 constexpr int kPrepareValues = 4;
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
 template <typename T>
 __global__ void __cluster_dims__(kPrepareCluster, 1, 1) __launch_bounds__(kPrepareThreads)
     retention_prepare_cluster_kernel(RetentionPrepareParams p) {

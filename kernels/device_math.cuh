@@ -1,5 +1,5 @@
 // Device helpers shared by the kernels: conversion between the storage dtypes and float32, the
-// activations, a block-wide sum, and the dispatch of a kernel template over the storage dtype.
+// activations, warp- and block-wide sums, and the dispatch of a kernel template over the storage dtype.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -42,16 +42,21 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+/// The sum of v over a full warp (every lane gets it).
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
 /// The sum of v over a block of kWarps full warps (every thread gets it). `shared` holds kWarps floats; the
 /// call ends with a barrier, so the next call may reuse them.
 template <int kWarps>
 __device__ float block_sum(float v, float* shared) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  v = warp_sum(v);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) shared[warp] = v;
   __syncthreads();
-  float total = lane < kWarps ? shared[lane] : 0.0f;
-  for (int offset = 16; offset > 0; offset >>= 1) total += __shfl_xor_sync(0xffffffffu, total, offset);
+  const float total = warp_sum(lane < kWarps ? shared[lane] : 0.0f);
   __syncthreads();
   return total;
 }
