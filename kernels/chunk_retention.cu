@@ -504,7 +504,7 @@ __global__ void __launch_bounds__(kThreads, 4) chunk_output_kernel(ChunkArgs<T> 
 // scores of rows 16w.. while warps 4-7 compute Q_c S_c for the same rows (as many products); after a
 // barrier warps 4-7 add P V_c and store their rows of O_c while every warp advances its state tiles.
 //
-// fused_scores_forward_kernel (DENSESSM_RETENTION_FUSED=2) stages the masked scores P, computed once per
+// fused_scores_forward_kernel (from dk 129 on; see forward_plan) stages the masked scores P, computed once per
 // (batch, head, chunk) by chunk_scores_kernel into the workspace, beside k and v: at dv 1280 the first form
 // recomputes them in the 20 blocks of a head (a third of its products, on half its warps). All eight warps
 // compute Q_c S_c for a 16 x 32 piece of O_c each (rows 16 (w % 4), columns 32 (w / 4)); after a barrier
@@ -537,6 +537,16 @@ FusedLayout fused_layout(int64_t dk, bool staged_scores) {
   return {dk_rows, dk_rows + kPad, staged_scores};
 }
 
+// The mask and decay of the scores as a store_tile value for a warp's 16 rows from chunk row `rows`: element
+// (r, j) of Q K^T becomes g^(i-j) (q_i . k_j) for j <= i = rows + r, else 0; power[d] = g^d.
+struct CausalDecay {
+  const float* power;
+  int rows;
+  __device__ __forceinline__ float operator()(int r, int j, float x) const {
+    return j <= rows + r ? x * power[rows + r - j] : 0.0f;
+  }
+};
+
 // P[i][j] = g^(i-j) (q_i . k_j) for j <= i, else 0, of one (batch, head, chunk), rounded to T as the operand
 // of P V: scores (B, H, chunks, chunk tokens, chunk tokens), rows and columns past T zero (q and k are
 // staged with zeros there). Four warps of 16 rows.
@@ -565,7 +575,7 @@ __global__ void __launch_bounds__(kThreads)
   warp_product<T, false, false>(acc, qs + rows * ld, ld, ks, ld, layout.dk_rows);
   T* out = scores + (bh * geo.chunks + chunk) * kChunk * kChunk + rows * kChunk;
   store_tile(out, kChunk, kChunk - rows, kChunk, acc,
-             [power, rows](int r, int j, float x) { return j <= rows + r ? x * power[rows + r - j] : 0.0f; });
+             CausalDecay{power, rows});
 }
 
 // The block's (dk x 64) tile of the state, float32, in registers: the warp's 16-row tiles warp + 8 i.
@@ -672,7 +682,7 @@ __global__ void __launch_bounds__(kFusedThreads, 1)
       warp_product<T, false, false>(acc, qs + rows * ld, ld, kc, ld, layout.dk_rows);
       // P[i][j] = g^(i-j) (q_i . k_j) for j <= i, else 0, as the operand of P V (read after the barrier).
       store_tile(ps + rows * kLd, kLd, kChunk - rows, kChunk, acc,
-                 [power, rows](int r, int j, float x) { return j <= rows + r ? x * power[rows + r - j] : 0.0f; });
+                 CausalDecay{power, rows});
     } else {
       warp_product<T, false, true>(acc, qs + rows * ld, ld, ss, kLd, layout.dk_rows);
 #pragma unroll
