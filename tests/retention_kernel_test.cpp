@@ -217,10 +217,12 @@ TEST_F(ChunkRetentionKernel, FusedAndTwoPassForwardsMatchTheReference) {
         const auto expected = retention_parallel(r, &expected_state);
         const auto shape = p.shape();
         const auto opts = p.q.options();
+        // The fused forward with precomputed scores asks for (B, H, chunks, 64, 64) elements.
+        const bool fused = hopper && s.dk <= 320;
+        const int64_t scores = s.B * s.H * ((s.T + 63) / 64) * 64 * 64;
         torch::Tensor fused_o, fused_state;  // the first fused forward's, for the second's to equal
-        if (hopper && s.dk <= 320) {
+        if (fused) {
           const FusedForwardSwitch unset(Forward::kDefault);
-          const int64_t scores = s.B * s.H * ((s.T + 63) / 64) * 64 * 64;
           EXPECT_EQ(kernels::chunk_retention_forward_workspace(shape), s.dk > 128 ? scores : 0)
               << describe(s, dtype, with_state) << " with DENSESSM_RETENTION_FUSED unset";
         }
@@ -230,11 +232,10 @@ TEST_F(ChunkRetentionKernel, FusedAndTwoPassForwardsMatchTheReference) {
                                                               : forward == Forward::kFusedScores ? " fused, scores"
                                                                                                  : " two passes");
           const int64_t elements = kernels::chunk_retention_forward_workspace(shape);
-          const int64_t chunks = (s.T + 63) / 64;
           if (forward == Forward::kTwoPass || s.dk > 320) {
             EXPECT_EQ(elements, kernels::chunk_retention_workspace(shape)) << what;
           } else if (hopper) {
-            EXPECT_EQ(elements, forward == Forward::kFused ? 0 : s.B * s.H * chunks * 64 * 64) << what;
+            EXPECT_EQ(elements, forward == Forward::kFused ? 0 : scores) << what;
           }
           auto workspace = elements > 0 ? poisoned({elements}, opts) : torch::Tensor();
           auto o = poisoned({s.B, s.H, s.T, s.dv}, opts);
@@ -249,10 +250,10 @@ TEST_F(ChunkRetentionKernel, FusedAndTwoPassForwardsMatchTheReference) {
           EXPECT_LT(relative_error(final_state, expected_state), tolerance(dtype)) << what << ": final state";
           // The two fused forwards make the same products in the same order (kernels/chunk_retention.cu):
           // the same bits, which also catches what the tolerance would let through.
-          if (hopper && s.dk <= 320 && forward == Forward::kFused) {
+          if (fused && forward == Forward::kFused) {
             fused_o = o;
             fused_state = final_state;
-          } else if (hopper && s.dk <= 320 && forward == Forward::kFusedScores) {
+          } else if (fused && forward == Forward::kFusedScores) {
             EXPECT_TRUE(torch::equal(o, fused_o)) << what << ": o differs from the first fused forward's";
             EXPECT_TRUE(torch::equal(final_state, fused_state)) << what << ": final state differs";
           }

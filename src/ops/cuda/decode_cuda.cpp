@@ -18,24 +18,24 @@ namespace {
 
 cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream(); }
 
+// Whether the environment variable `name` is "0" (the A/B switches below; read by their first call).
+bool switched_off(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr && std::string(value) == "0";
+}
+
 // DENSESSM_SMALL_MATMUL=0 in the environment sends every decode product to cuBLAS (for A/B measurements);
 // otherwise the kernel takes the products it is faster at (kernels::small_matmul_preferred).
 bool small_matmul_enabled() {
-  static const bool enabled = [] {
-    const char* value = std::getenv("DENSESSM_SMALL_MATMUL");
-    return value == nullptr || std::string(value) != "0";
-  }();
+  static const bool enabled = !switched_off("DENSESSM_SMALL_MATMUL");
   return enabled;
 }
 
 // DENSESSM_DECODE_PREPARE=0 in the environment runs the retention prepare on its earlier row-wise kernel (for
 // A/B measurements); otherwise on the cluster kernel where the rows fit it (kernels/decode_step.h).
 kernels::PrepareKernel prepare_kernel() {
-  static const kernels::PrepareKernel kernel = [] {
-    const char* value = std::getenv("DENSESSM_DECODE_PREPARE");
-    return value != nullptr && std::string(value) == "0" ? kernels::PrepareKernel::kRowwise
-                                                         : kernels::PrepareKernel::kCluster;
-  }();
+  static const kernels::PrepareKernel kernel =
+      switched_off("DENSESSM_DECODE_PREPARE") ? kernels::PrepareKernel::kRowwise : kernels::PrepareKernel::kCluster;
   return kernel;
 }
 
